@@ -1,0 +1,95 @@
+//! Wiring: a validated [`Config`] and a [`Telemetry`] become a proxy ready to serve.
+//!
+//! Owns: assembling the layers in order (stats, observer, upstream, proxy) and the orderly
+//! stop (drain connections, let observers finish, flush telemetry). Does not: read the
+//! environment or parse arguments (`main`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::observer::{Limits, Observer};
+use crate::proxy::{Proxy, Upstream};
+use crate::server::{self, ServerSettings};
+use crate::stats::Stats;
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// A proxy, its telemetry, and how to serve and stop them.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub proxy: Arc<Proxy>,
+    pub telemetry: Telemetry,
+    pub stats: Arc<Stats>,
+    settings: ServerSettings,
+}
+
+impl App {
+    pub fn new(config: &Config, telemetry: Telemetry, stats: Arc<Stats>) -> Result<App, AppError> {
+        let url = config.require_upstream()?;
+        let upstream =
+            Upstream::new(url, config.upstream.provider.as_deref()).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "upstream.url",
+                    message,
+                }
+            })?;
+        let limits = Limits {
+            max_body: config.limits.max_observed_body.0,
+            max_event: config.limits.max_observed_event.0,
+            channel: config.limits.observer_queue,
+        };
+        let observer = Observer::new(telemetry.clone(), limits, stats.clone());
+        let proxy = Proxy::new(config, upstream, observer, stats.clone())?;
+        Ok(App {
+            proxy: Arc::new(proxy),
+            telemetry,
+            stats,
+            settings: ServerSettings::from(config),
+        })
+    }
+
+    /// Binds the configured address (or any other) with a message naming it on failure.
+    pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Io {
+                context: format!("cannot listen on {addr}"),
+                source,
+            })
+    }
+
+    /// Serves until `shutdown`, then drains connections and lets in-flight observations finish.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        server::serve(listener, self.proxy.clone(), self.settings, shutdown).await;
+        self.proxy.observer().settled().await;
+    }
+
+    /// Waits until every exchange so far has been recorded and exported.
+    pub async fn settle(&self) {
+        self.proxy.observer().settled().await;
+        self.telemetry.flush().await;
+    }
+
+    /// Exports what remains and stops the exporters.
+    pub async fn shutdown_telemetry(&self, deadline: Duration) {
+        self.telemetry.shutdown(deadline).await;
+    }
+}

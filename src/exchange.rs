@@ -1,0 +1,158 @@
+//! One proxied model call, as observed: what was asked, what came back, when, and how it ended.
+//!
+//! Owns: the plain data handed from protocol parsing (`genai`, `observer`) to telemetry.
+//! Does not: know HTTP bodies or OpenTelemetry; everything here is facts, not formatting.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::genai::Operation;
+
+/// Where the proxied call went; shared by every exchange on the same route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `gen_ai.provider.name`.
+    pub provider: Arc<str>,
+    /// `server.address`: the upstream host.
+    pub host: Arc<str>,
+    /// `server.port`: the upstream port (explicit or the scheme's default).
+    pub port: u16,
+}
+
+/// Request parameters, as the conventions name them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFacts {
+    pub model: Option<String>,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub stop_sequences: Option<Vec<String>>,
+    pub seed: Option<i64>,
+    /// `n`, when present.
+    pub choice_count: Option<i64>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
+    /// `gen_ai.output.type`: `text`, `json`.
+    pub output_type: Option<&'static str>,
+    pub service_tier: Option<String>,
+}
+
+/// Token counts as reported by the upstream (`None`: not reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cache_read_input_tokens: Option<i64>,
+    pub reasoning_output_tokens: Option<i64>,
+}
+
+/// What the response said about itself, assembled from one body or from a stream's chunks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseFacts {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    /// One per choice, in choice-index order.
+    pub finish_reasons: Vec<String>,
+    pub usage: Usage,
+    pub system_fingerprint: Option<String>,
+    pub service_tier: Option<String>,
+}
+
+/// An error the upstream described in its own words: OpenAI-style `{"error": {...}}`.
+/// Only the machine-readable identifiers are kept; the human message may quote user input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Option<String>,
+    pub kind: Option<String>,
+}
+
+impl ApiError {
+    /// The most specific identifier available.
+    pub fn identifier(&self) -> Option<&str> {
+        self.code.as_deref().or(self.kind.as_deref())
+    }
+}
+
+/// Transport failures, by the side of the wire they concern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    Timeout,
+    /// Connecting failed for another reason than a refusal (e.g. the name did not resolve).
+    Connect,
+    ConnectionRefused,
+    ConnectionReset,
+    Tls,
+    Protocol,
+    Other,
+}
+
+impl TransportError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportError::Timeout => "timeout",
+            TransportError::Connect => "connect_error",
+            TransportError::ConnectionRefused => "connection_refused",
+            TransportError::ConnectionReset => "connection_reset",
+            TransportError::Tls => "tls_error",
+            TransportError::Protocol => "protocol_error",
+            TransportError::Other => "_OTHER",
+        }
+    }
+}
+
+/// Why an exchange did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The upstream answered with an HTTP error status (>= 400).
+    Status(u16),
+    /// The upstream reported an error inside a successful stream (an SSE error event).
+    InStream(ApiError),
+    /// The upstream could not be reached, or the connection broke.
+    Transport(TransportError),
+    /// The client went away before the response was complete.
+    Cancelled,
+}
+
+impl Failure {
+    /// The `error.type` value.
+    pub fn error_type(&self) -> Cow<'static, str> {
+        match self {
+            Failure::Status(code) => Cow::Owned(code.to_string()),
+            Failure::InStream(e) => e
+                .identifier()
+                .map_or(Cow::Borrowed("_OTHER"), |s| Cow::Owned(s.to_owned())),
+            Failure::Transport(t) => Cow::Borrowed(t.as_str()),
+            Failure::Cancelled => Cow::Borrowed("cancelled"),
+        }
+    }
+}
+
+/// Everything observed about one model call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub operation: Operation,
+    pub target: Target,
+    /// Wall-clock time the request arrived at the proxy.
+    pub start: SystemTime,
+    /// Request arrival to the last response byte (or the failure).
+    pub duration: Duration,
+    pub request: RequestFacts,
+    pub response: ResponseFacts,
+    /// The upstream's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// The response was a Server-Sent Events stream.
+    pub streamed: bool,
+    /// Request arrival to the first response body bytes, for streams.
+    pub time_to_first_chunk: Option<Duration>,
+    pub failure: Option<Failure>,
+    /// The upstream's error identifiers, from an error body or an in-stream error.
+    pub api_error: Option<ApiError>,
+    /// Why the request body could not be read for telemetry (it was forwarded regardless).
+    pub request_issue: Option<String>,
+    /// Why the response body could not be fully read for telemetry.
+    pub response_issue: Option<String>,
+}

@@ -1,0 +1,34 @@
+//! genai-tap: a sidecar reverse proxy that forwards OpenAI-compatible traffic unchanged and
+//! traces it with OpenTelemetry, following the GenAI semantic conventions.
+//!
+//! How a request flows, and the module that owns each step:
+//!
+//! - [`server`]: accepts HTTP/1.1 and h2c connections, drains on shutdown.
+//! - [`proxy`]: refuses what would make it an open proxy, strips hop-by-hop headers, forwards
+//!   to the configured upstream, answers upstream failures with OpenAI-style 502/504 errors.
+//! - [`tap`]: a body wrapper that passes every frame through and hands a copy to an observer.
+//! - [`observer`]: one task per GenAI exchange, off the forwarding path, folding the copies
+//!   into an [`exchange::Exchange`] with the pure parsers of [`genai`] (and [`codec`] for
+//!   compressed bodies).
+//! - [`telemetry`]: turns each exchange into a span and exports it through bounded queues
+//!   (OTLP gRPC or HTTP, console).
+//! - [`config`]: defaults < TOML file < `GENAI_TAP_*` < `OTEL_*` < flags, validated.
+//! - [`app`] wires these together; [`stats`] counts what the proxy swallowed (fail-open);
+//!   [`mock`] and [`demo`] give a working setup with no account and no network.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod demo;
+pub mod exchange;
+pub mod genai;
+pub mod mock;
+pub mod observer;
+pub mod proxy;
+pub mod server;
+pub mod stats;
+pub mod tap;
+pub mod telemetry;

@@ -1,0 +1,204 @@
+//! The `genai-tap` command: arguments, logging, the runtime, signals and exit codes.
+//! Everything worth testing lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use genai_tap::app::{App, AppError};
+use genai_tap::config::{Config, Flags, LogFormat, Sources, UpstreamFlag};
+use genai_tap::stats::Stats;
+use genai_tap::telemetry::Telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "genai-tap",
+    version,
+    about = "A sidecar proxy that traces OpenAI-compatible traffic with OpenTelemetry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run(Common),
+    /// Start an embedded mock model server and the proxy in front of it, send a few requests,
+    /// and print their spans. Needs no account and no network.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// Keep the proxy running (on the configured address) in front of the mock afterwards.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Print the effective configuration (secrets masked); exit non-zero, naming the key, on
+    /// any error.
+    CheckConfig(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file (see config/genai-tap.toml).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7420].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Base URL requests are forwarded to, e.g. https://api.openai.com.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+}
+
+impl Common {
+    fn sources(&self) -> Sources {
+        Sources {
+            file: self.config.clone(),
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            flags: Flags {
+                listen: self.listen,
+                upstream: self.upstream.clone().map(|url| UpstreamFlag { url }),
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (common, command) = match &cli.command {
+        Command::Run(c) | Command::CheckConfig(c) => (c, &cli.command),
+        Command::Demo { common, .. } => (common, &cli.command),
+    };
+    let config = match Config::load(&common.sources()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("genai-tap: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig(_) = command {
+        return check_config(&config);
+    }
+    init_logging(&config);
+    // tonic's TLS (OTLP over gRPC to https) asks rustls for the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("genai-tap: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Demo { serve, .. } => {
+                genai_tap::demo::run(config, *serve, shutdown_signal(), &mut std::io::stderr())
+                    .await
+            }
+            _ => run(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("genai-tap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    print!("{}", config.to_masked_toml());
+    let checks = config
+        .require_upstream()
+        .map(|_| ())
+        .map_err(AppError::from)
+        .and_then(|()| {
+            // Build what can be built offline: CA bundles, OTLP endpoints, exporters.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| AppError::Io {
+                    context: "cannot start the async runtime".into(),
+                    source,
+                })?;
+            runtime.block_on(async {
+                let stats = Arc::new(Stats::default());
+                let telemetry = Telemetry::from_config(config, stats.clone())?;
+                App::new(config, telemetry, stats).map(|_| ())
+            })
+        });
+    match checks {
+        Ok(()) => {
+            eprintln!("genai-tap: configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("genai-tap: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), AppError> {
+    let stats = Arc::new(Stats::default());
+    let telemetry = Telemetry::from_config(&config, stats.clone())?;
+    let app = App::new(&config, telemetry, stats)?;
+    let listener = App::bind(config.listen).await?;
+    tracing::info!(
+        listen = %config.listen,
+        upstream = %app.proxy.upstream_display(),
+        telemetry = %app.telemetry.destinations().join(", "),
+        "genai-tap ready"
+    );
+    app.serve(listener, shutdown_signal()).await;
+    app.shutdown_telemetry(Duration::from_secs(10)).await;
+    tracing::info!("genai-tap stopped");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

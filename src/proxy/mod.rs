@@ -1,0 +1,432 @@
+//! Forwarding: every request to the configured upstream, every response back, unchanged.
+//!
+//! Owns: where a request may go (only the configured upstream: absolute-form targets, CONNECT
+//! and dot-segment paths are refused, so this is never an open proxy), hop-by-hop handling,
+//! the upstream client, and the proxy's own answers (OpenAI-style JSON errors: 400 for a refused
+//! request, 502 when the upstream cannot be reached, 504 when it does not answer in time).
+//! GenAI requests get a tap; nothing else about them differs. Does not: parse bodies.
+
+pub mod body;
+pub mod hop;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+
+use crate::client::{self, ClientError, Connector};
+use crate::config::Config;
+use crate::exchange::{Target, TransportError};
+use crate::genai;
+use crate::observer::{Observer, Start};
+use crate::stats::Stats;
+use crate::tap::{Ending, TapBody, TapEvent};
+pub use body::{ProxyBody, UpstreamBody};
+
+/// The upstream every request is forwarded to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The URL's path without its trailing slash; client paths are appended to it.
+    base_path: String,
+    target: Target,
+}
+
+impl Upstream {
+    pub fn new(url: &str, provider: Option<&str>) -> Result<Upstream, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
+            .cloned()
+            .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("{url:?} must not carry a query string"));
+        }
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        Ok(Upstream {
+            target: Target {
+                provider: provider.unwrap_or("openai").into(),
+                host: host.into(),
+                port,
+            },
+            scheme,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            authority,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The upstream URI for a client's path and query.
+    fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, Refusal> {
+        if !pq.path().starts_with('/') || has_dot_segment(pq.path()) {
+            return Err(Refusal::BadPath);
+        }
+        let mut joined = String::with_capacity(self.base_path.len() + pq.as_str().len());
+        joined.push_str(&self.base_path);
+        joined.push_str(pq.as_str());
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(joined)
+            .build()
+            .map_err(|_| Refusal::BadPath)
+    }
+}
+
+/// `.` or `..` segments, plain or percent-encoded: they could climb out of the base path.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// Requests the proxy answers itself instead of forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `CONNECT`: tunnelling anywhere is what an open proxy does.
+    Connect,
+    /// `GET http://other.host/ HTTP/1.1`: the client picks the host; not here.
+    AbsoluteForm,
+    /// A target that is not a plain absolute path, or that climbs with dot segments.
+    BadPath,
+}
+
+impl Refusal {
+    fn response(self) -> Response<ProxyBody> {
+        let (status, code, message) = match self {
+            Refusal::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "connect_not_allowed",
+                "genai-tap forwards to its configured upstream only; CONNECT is not supported",
+            ),
+            Refusal::AbsoluteForm => (
+                StatusCode::BAD_REQUEST,
+                "absolute_form_not_allowed",
+                "genai-tap forwards to its configured upstream only; send an origin-form request target (a path)",
+            ),
+            Refusal::BadPath => (
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "genai-tap refuses request paths with dot segments or without a leading slash",
+            ),
+        };
+        json_error(status, "invalid_request_error", code, message)
+    }
+}
+
+/// An OpenAI-style error body, so SDKs surface the proxy's answers like the API's own.
+fn json_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": kind, "param": null, "code": code }
+    });
+    let mut response = Response::new(ProxyBody::local(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn gateway_error(kind: TransportError, upstream: &Target) -> Response<ProxyBody> {
+    let status = if kind == TransportError::Timeout {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let message = format!(
+        "genai-tap could not get a response from the upstream {}:{} ({})",
+        upstream.host,
+        upstream.port,
+        kind.as_str()
+    );
+    json_error(status, "upstream_error", kind.as_str(), &message)
+}
+
+/// What kind of transport failure an error (or any error in its source chain) is.
+pub fn classify(error: &(dyn StdError + 'static)) -> TransportError {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return TransportError::ConnectionRefused,
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return TransportError::ConnectionReset;
+                }
+                TimedOut => return TransportError::Timeout,
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return TransportError::Tls;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return TransportError::Timeout;
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return TransportError::ConnectionReset;
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return TransportError::Protocol;
+            }
+        }
+        next = e.source();
+    }
+    match error.downcast_ref::<hyper_util::client::legacy::Error>() {
+        Some(c) if c.is_connect() => TransportError::Connect,
+        _ => TransportError::Other,
+    }
+}
+
+fn classify_body_error(e: &hyper::Error) -> TransportError {
+    classify(e)
+}
+
+/// Forwards requests to one upstream, observing the GenAI ones.
+#[derive(Debug)]
+pub struct Proxy {
+    upstream: Upstream,
+    client: Client<Connector, UpstreamBody>,
+    response_timeout: Duration,
+    max_body: usize,
+    observer: Observer,
+    stats: Arc<Stats>,
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        upstream: Upstream,
+        observer: Observer,
+        stats: Arc<Stats>,
+    ) -> Result<Proxy, ClientError> {
+        let u = &config.upstream;
+        let connector = client::connector(u.ca_file.as_deref(), u.connect_timeout.0)?;
+        Ok(Proxy {
+            upstream,
+            client: client::pooled(connector, u.pool_idle_timeout.0),
+            response_timeout: u.response_timeout.0,
+            max_body: config.limits.max_observed_body.0,
+            observer,
+            stats,
+        })
+    }
+
+    /// The upstream base URL, for log lines.
+    pub fn upstream_display(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.upstream.scheme, self.upstream.authority, self.upstream.base_path
+        )
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let arrived = Instant::now();
+        let wall = SystemTime::now();
+        Stats::incr(&self.stats.requests);
+        let uri = match self.admit(&req) {
+            Ok(uri) => uri,
+            Err(refusal) => {
+                Stats::incr(&self.stats.refused);
+                return refusal.response();
+            }
+        };
+        let client_version = req.version();
+        let detected = genai::detect(req.method(), req.uri().path())
+            .map(|d| (d.operation, d.deployment.map(str::to_owned)));
+        let (mut parts, body) = req.into_parts();
+        hop::strip(&mut parts.headers);
+        // The client named the proxy; the upstream gets its own name (from the URI).
+        parts.headers.remove(header::HOST);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+
+        let (body, mut tap) = match detected {
+            None => (UpstreamBody::streaming(body), None),
+            Some((operation, deployment)) => {
+                Stats::incr(&self.stats.observed);
+                let mut tap = self.observer.begin(Start {
+                    operation,
+                    deployment,
+                    target: self.upstream.target.clone(),
+                    arrived,
+                    wall,
+                });
+                match UpstreamBody::read(body, self.max_body).await {
+                    Ok((body, observed)) => {
+                        tap.send(TapEvent::Request(observed));
+                        if body.is_buffered() {
+                            // The whole body is here: the expectation is already met.
+                            parts.headers.remove(header::EXPECT);
+                        }
+                        (body, Some(tap))
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "client request body failed");
+                        // The tap's drop records the exchange as cancelled by the client.
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request_error",
+                            "client_body_error",
+                            "genai-tap could not read the request body",
+                        );
+                    }
+                }
+            }
+        };
+
+        let sent = tokio::time::timeout(
+            self.response_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let failure = match sent {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                hop::strip(&mut parts.headers);
+                parts.version = client_version;
+                let body = match tap {
+                    Some(mut tap) => {
+                        tap.response_head(parts.status.as_u16(), &parts.headers);
+                        ProxyBody::Tapped(TapBody::new(body, tap, classify_body_error))
+                    }
+                    None => ProxyBody::Upstream(body),
+                };
+                return Response::from_parts(parts, body);
+            }
+            Ok(Err(e)) => {
+                let kind = classify(&e);
+                tracing::debug!(error = %e, kind = kind.as_str(), "upstream request failed");
+                kind
+            }
+            Err(_elapsed) => TransportError::Timeout,
+        };
+        Stats::incr(&self.stats.upstream_errors);
+        if let Some(tap) = tap.as_mut() {
+            tap.end(Ending::Failed(failure));
+        }
+        gateway_error(failure, &self.upstream.target)
+    }
+
+    /// The upstream URI for an acceptable request, or why it is refused.
+    fn admit(&self, req: &Request<Incoming>) -> Result<Uri, Refusal> {
+        if req.method() == Method::CONNECT {
+            return Err(Refusal::Connect);
+        }
+        // HTTP/2 requests always carry :scheme and :authority; in HTTP/1 only an absolute-form
+        // target does, and that asks a proxy to go wherever the client says.
+        if req.version() < Version::HTTP_2 && req.uri().scheme().is_some() {
+            return Err(Refusal::AbsoluteForm);
+        }
+        let pq = req.uri().path_and_query().ok_or(Refusal::BadPath)?;
+        self.upstream.uri_for(pq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_base_path_is_joined_with_the_client_path_and_query() {
+        let u = Upstream::new("https://x.services.ai.azure.com/openai/v1/", None).unwrap();
+        let uri = u
+            .uri_for(&PathAndQuery::from_static(
+                "/chat/completions?api-version=2024-10-21",
+            ))
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://x.services.ai.azure.com/openai/v1/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(u.target().port, 443);
+        assert_eq!(&*u.target().host, "x.services.ai.azure.com");
+        assert_eq!(&*u.target().provider, "openai");
+    }
+
+    #[test]
+    fn plain_http_upstream_with_port_and_configured_provider() {
+        let u = Upstream::new("http://127.0.0.1:8000", Some("azure.ai.openai")).unwrap();
+        let uri = u.uri_for(&PathAndQuery::from_static("/v1/models")).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:8000/v1/models");
+        assert_eq!(u.target().port, 8000);
+        assert_eq!(&*u.target().provider, "azure.ai.openai");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_plain_and_encoded() {
+        let u = Upstream::new("https://x.example/openai/v1", None).unwrap();
+        for bad in ["/../admin", "/a/./b", "/%2e%2e/admin", "/a/%2E%2e", "/.."] {
+            assert_eq!(
+                u.uri_for(&PathAndQuery::try_from(bad).unwrap()),
+                Err(Refusal::BadPath),
+                "{bad}"
+            );
+        }
+        assert!(
+            u.uri_for(&PathAndQuery::from_static("/v1/files/..x"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn upstream_urls_that_cannot_be_forwarded_to_are_rejected() {
+        assert!(Upstream::new("ftp://x", None).is_err());
+        assert!(Upstream::new("https://x/?a=b", None).is_err());
+        assert!(Upstream::new("/relative", None).is_err());
+    }
+
+    #[test]
+    fn io_errors_in_the_source_chain_are_classified() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapper")
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrapper(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(classify(&refused), TransportError::ConnectionRefused);
+        let reset = Wrapper(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(classify(&reset), TransportError::ConnectionReset);
+        let other = Wrapper(std::io::ErrorKind::Other.into());
+        assert_eq!(classify(&other), TransportError::Other);
+    }
+}

@@ -1,0 +1,345 @@
+//! The tap: copies of an exchange's frames, handed to its observer without touching the
+//! forwarded stream.
+//!
+//! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
+//! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. The tap
+//! ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
+//! client went away), as cancelled. Does not: parse anything, block, or wait for the observer:
+//! a full channel loses observation data (and says so at the end), never forwarding time.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::mpsc;
+
+use crate::exchange::TransportError;
+
+/// What the proxy learned about the request body before forwarding it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The whole body, as forwarded.
+    Complete(Bytes),
+    /// The body could not be kept for observation (too large, unreadable); why.
+    Unobserved(String),
+}
+
+/// How the exchange ended, from the forwarding side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The response body was delivered in full.
+    Complete,
+    /// The upstream failed: no response, or a broken body.
+    Failed(TransportError),
+    /// The client went away first.
+    Cancelled,
+}
+
+/// One observation, in the order the proxy saw it.
+#[derive(Debug)]
+pub enum TapEvent {
+    Request(RequestBody),
+    ResponseHead {
+        status: u16,
+        content_type: Option<HeaderValue>,
+        content_encoding: Option<HeaderValue>,
+        at: Instant,
+    },
+    Data(Bytes, Instant),
+    End {
+        ending: Ending,
+        /// Some events were dropped because the observer fell behind.
+        lost: bool,
+        at: Instant,
+    },
+}
+
+/// The sending half of one exchange's observation channel.
+#[derive(Debug)]
+pub struct Tap {
+    tx: mpsc::Sender<TapEvent>,
+    /// A slot reserved at creation for the final event, so a full channel cannot lose the ending.
+    last: Option<mpsc::OwnedPermit<TapEvent>>,
+    lost: bool,
+}
+
+impl Tap {
+    /// A tap and the receiver its observer reads. `capacity` bounds the events in flight.
+    pub fn channel(capacity: usize) -> (Tap, mpsc::Receiver<TapEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1) + 1);
+        let last = tx.clone().try_reserve_owned().ok();
+        (
+            Tap {
+                tx,
+                last,
+                lost: false,
+            },
+            rx,
+        )
+    }
+
+    pub fn send(&mut self, event: TapEvent) {
+        if !self.lost && self.tx.try_send(event).is_err() {
+            // From here on the observer's picture has a gap: stop sending rather than deliver
+            // a stream with holes, and report it with the ending.
+            self.lost = true;
+        }
+    }
+
+    pub fn response_head(&mut self, status: u16, headers: &HeaderMap) {
+        self.send(TapEvent::ResponseHead {
+            status,
+            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
+            content_encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
+            at: Instant::now(),
+        });
+    }
+
+    fn data(&mut self, data: &Bytes) {
+        if !self.lost && !data.is_empty() {
+            self.send(TapEvent::Data(data.clone(), Instant::now()));
+        }
+    }
+
+    /// Ends the exchange. Later calls, and the drop, do nothing.
+    pub fn end(&mut self, ending: Ending) {
+        if let Some(permit) = self.last.take() {
+            permit.send(TapEvent::End {
+                ending,
+                lost: self.lost,
+                at: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.end(Ending::Cancelled);
+    }
+}
+
+pin_project! {
+    /// A response body that copies each data frame onto a [`Tap`].
+    pub struct TapBody<B: Body> {
+        #[pin]
+        inner: B,
+        tap: Option<Tap>,
+        classify: fn(&B::Error) -> TransportError,
+    }
+}
+
+impl<B: Body> std::fmt::Debug for TapBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapBody")
+            .field("tapping", &self.tap.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Data = Bytes>> TapBody<B> {
+    pub fn new(inner: B, mut tap: Tap, classify: fn(&B::Error) -> TransportError) -> Self {
+        // A body that is already over is never polled: end the exchange now, not at drop.
+        let tap = if inner.is_end_stream() {
+            tap.end(Ending::Complete);
+            None
+        } else {
+            Some(tap)
+        };
+        TapBody {
+            inner,
+            tap,
+            classify,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for TapBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let Some(tap) = this.tap else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    tap.data(data);
+                }
+                // hyper stops polling a body that reports its end: take that as the end.
+                if this.inner.is_end_stream() {
+                    tap.end(Ending::Complete);
+                    *this.tap = None;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tap.end(Ending::Failed((this.classify)(e)));
+                *this.tap = None;
+            }
+            Poll::Ready(None) => {
+                tap.end(Ending::Complete);
+                *this.tap = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    fn drain(rx: &mut mpsc::Receiver<TapEvent>) -> Vec<TapEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    fn endings(events: &[TapEvent]) -> Vec<(Ending, bool)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                TapEvent::End { ending, lost, .. } => Some((*ending, *lost)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn data(events: &[TapEvent]) -> Vec<u8> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                TapEvent::Data(b, _) => Some(b.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    type Chunks =
+        StreamBody<futures_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
+
+    mod futures_stream {
+        //! A minimal `Stream` over an iterator, so these tests need no extra crate.
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+        pub struct Iter<I>(pub I);
+        impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
+            type Item = I::Item;
+            fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<I::Item>> {
+                Poll::Ready(self.0.next())
+            }
+        }
+    }
+
+    fn chunks(items: Vec<Result<&'static [u8], std::io::ErrorKind>>) -> Chunks {
+        StreamBody::new(futures_stream::Iter(
+            items
+                .into_iter()
+                .map(|r| {
+                    r.map(|b| Frame::data(Bytes::from_static(b)))
+                        .map_err(std::io::Error::from)
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ))
+    }
+
+    fn io_kind(_: &std::io::Error) -> TransportError {
+        TransportError::ConnectionReset
+    }
+
+    #[tokio::test]
+    async fn frames_pass_unchanged_and_the_tap_sees_a_copy_then_one_end() {
+        let (tap, mut rx) = Tap::channel(16);
+        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"abc");
+        let events = drain(&mut rx);
+        assert_eq!(data(&events), b"abc");
+        assert_eq!(endings(&events), vec![(Ending::Complete, false)]);
+        assert!(rx.recv().await.is_none(), "every sender is gone once ended");
+    }
+
+    #[tokio::test]
+    async fn body_error_passes_through_and_ends_as_failed() {
+        let (tap, mut rx) = Tap::channel(16);
+        let body = TapBody::new(
+            chunks(vec![Ok(b"ab"), Err(std::io::ErrorKind::ConnectionReset)]),
+            tap,
+            io_kind,
+        );
+        assert!(body.collect().await.is_err());
+        assert_eq!(
+            endings(&drain(&mut rx)),
+            vec![(Ending::Failed(TransportError::ConnectionReset), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_before_the_end_is_cancelled_exactly_once() {
+        let (tap, mut rx) = Tap::channel(16);
+        let mut body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"ab"));
+        drop(body);
+        let events = drain(&mut rx);
+        assert_eq!(endings(&events), vec![(Ending::Cancelled, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_reports_its_end_is_ended_without_being_polled_to_none() {
+        let (tap, mut rx) = Tap::channel(16);
+        let mut body = TapBody::new(Full::new(Bytes::from_static(b"{}")), tap, |_| {
+            TransportError::Other
+        });
+        let _ = body.frame().await;
+        // hyper would now drop the body without another poll.
+        drop(body);
+        assert_eq!(endings(&drain(&mut rx)), vec![(Ending::Complete, false)]);
+    }
+
+    #[tokio::test]
+    async fn empty_body_is_complete_at_once() {
+        let (tap, mut rx) = Tap::channel(16);
+        let body = TapBody::new(http_body_util::Empty::<Bytes>::new(), tap, |_| {
+            TransportError::Other
+        });
+        drop(body);
+        assert_eq!(endings(&drain(&mut rx)), vec![(Ending::Complete, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_loses_data_not_frames_and_the_end_says_so() {
+        let (tap, mut rx) = Tap::channel(2);
+        let items: Vec<Result<&'static [u8], _>> = vec![Ok(b"1"), Ok(b"2"), Ok(b"3"), Ok(b"4")];
+        let body = TapBody::new(chunks(items), tap, io_kind);
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"1234", "forwarding never waits for the observer");
+        let events = drain(&mut rx);
+        assert_eq!(endings(&events), vec![(Ending::Complete, true)]);
+        assert_eq!(data(&events), b"12");
+    }
+}

@@ -1,0 +1,94 @@
+//! OTLP span exporters (HTTP/protobuf and gRPC), configured from our resolved settings.
+//!
+//! Owns: building `opentelemetry_otlp::SpanExporter` with every setting passed explicitly (the
+//! precedence of file, `GENAI_TAP_*` and `OTEL_*` is already resolved in `config`), and the
+//! HTTP client it uses: ours, running on the Tokio runtime the export task runs on.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+
+use super::TelemetryError;
+use crate::client::{self, Connector};
+use crate::config::{OtlpConfig, OtlpProtocol};
+
+/// Answers larger than this from a collector are not read (they are never expected).
+const MAX_RESPONSE: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct OtlpHttpClient {
+    client: Client<Connector, Full<Bytes>>,
+}
+
+#[async_trait]
+impl HttpClient for OtlpHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let response = self
+            .client
+            .request(Request::from_parts(parts, Full::new(body)))
+            .await?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+pub fn span_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let url = cfg.traces_url();
+    let built = match cfg.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let connector = client::connector(cfg.ca_file.as_deref(), cfg.timeout.0)?;
+            let headers: HashMap<String, String> = cfg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(OtlpHttpClient {
+                    client: client::pooled(connector, std::time::Duration::from_secs(90)),
+                })
+                .with_endpoint(url)
+                .with_protocol(Protocol::HttpBinary)
+                .with_timeout(cfg.timeout.0)
+                .with_headers(headers)
+                .build()
+        }
+        OtlpProtocol::Grpc => {
+            let mut metadata = http::HeaderMap::new();
+            for (k, v) in &cfg.headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
+                let value = http::HeaderValue::from_str(v)
+                    .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
+                metadata.insert(name, value);
+            }
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(url.clone())
+                .with_protocol(Protocol::Grpc)
+                .with_timeout(cfg.timeout.0)
+                .with_metadata(tonic::metadata::MetadataMap::from_headers(metadata));
+            if url.starts_with("https://") {
+                let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+                if let Some(path) = &cfg.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| client::ClientError::CaFile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                    tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                }
+                builder = builder.with_tls_config(tls);
+            }
+            builder.build()
+        }
+    };
+    built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+}
