@@ -111,10 +111,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("genai-tap: {e}");
-            ExitCode::FAILURE
+            if is_configuration(&e) {
+                eprintln!("genai-tap: configuration error: {e}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("genai-tap: {e}");
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Errors found while setting up from configuration (exit 2), as opposed to run-time ones.
+fn is_configuration(e: &AppError) -> bool {
+    matches!(
+        e,
+        AppError::Config(_) | AppError::Client(_) | AppError::Telemetry(_)
+    )
 }
 
 fn check_config(config: &Config) -> ExitCode {
@@ -155,8 +168,9 @@ async fn run(config: Config) -> Result<(), AppError> {
     let telemetry = Telemetry::from_config(&config, stats.clone())?;
     let app = App::new(&config, telemetry, stats)?;
     let listener = App::bind(config.listen).await?;
+    let listen = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
-        listen = %config.listen,
+        listen = %listen,
         upstream = %app.proxy.upstream_display(),
         telemetry = %app.telemetry.destinations().join(", "),
         "genai-tap ready"

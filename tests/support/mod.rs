@@ -2,6 +2,8 @@
 //! in-process in front of it with an in-memory span exporter. Everything binds 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;

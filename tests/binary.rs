@@ -1,0 +1,296 @@
+//! The built `genai-tap` binary: real process, real signals, real OTLP over the wire.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
+use support::otlp::{OtlpReceiver, int, string};
+use support::{LIMIT, post_json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_genai-tap");
+
+/// The binary with a clean environment: only what the test passes.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// A child the test did not stop itself (a failed assertion, say) is killed and reaped.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `genai-tap run` on an ephemeral port and waits for its ready line.
+fn run(upstream: &str, env: &[(&str, &str)]) -> Running {
+    let mut env = env.to_vec();
+    env.push(("GENAI_TAP_LOG__FORMAT", "json"));
+    let (tx, stderr) = mpsc::channel();
+    let mut running = Running {
+        child: command(
+            &["run", "--listen", "127.0.0.1:0", "--upstream", upstream],
+            &env,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stderr,
+    };
+    let pipe = running.child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let line = running
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a ready line");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if json["fields"]["message"] == "genai-tap ready" {
+            running.addr = json["fields"]["listen"].as_str().unwrap().parse().unwrap();
+            return running;
+        }
+    }
+}
+
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process exits in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &mut Child) -> ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait(child)
+}
+
+async fn export_over(protocol: &str) {
+    let receiver = OtlpReceiver::start().await;
+    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
+        .await
+        .unwrap();
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut running = run(
+        &format!("http://{mock}"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-key=k-123"),
+            ("OTEL_SERVICE_NAME", "e2e-app"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=test",
+            ),
+            // Long enough that only the flush on exit can deliver the spans.
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    );
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let plain = post_json(
+        &url,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"one two three"}]}"#,
+    )
+    .await;
+    assert_eq!(plain.status, 200);
+    let streamed = post_json(
+        &url,
+        r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+    )
+    .await;
+    assert!(streamed.body.ends_with(b"data: [DONE]\n\n"));
+    let limited = post_json(&url, r#"{"model":"mock-rate-limited","messages":[]}"#).await;
+    assert_eq!(limited.status, 429);
+
+    assert!(
+        terminate(&mut running.child).success(),
+        "exit 0 after SIGTERM"
+    );
+    let logs: Vec<String> = running.stderr.try_iter().collect();
+    assert!(
+        logs.iter().any(|l| l.contains("shutdown requested")),
+        "{logs:#?}"
+    );
+
+    let received = receiver.received();
+    assert!(!received.is_empty(), "spans were exported on exit");
+    for r in &received {
+        assert_eq!(
+            r.transport,
+            if protocol == "grpc" { "grpc" } else { "http" }
+        );
+        assert_eq!(r.headers.get("x-otlp-key").unwrap(), "k-123");
+    }
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(
+            string(&s.resource, "service.name").as_deref(),
+            Some("e2e-app")
+        );
+        assert_eq!(
+            string(&s.resource, "deployment.environment.name").as_deref(),
+            Some("test")
+        );
+        assert_eq!(s.scope_name, "genai-tap");
+        assert_eq!(s.span.kind, SpanKind::Client as i32);
+        assert_eq!(
+            string(&s.span.attributes, "gen_ai.operation.name").as_deref(),
+            Some("chat")
+        );
+        assert_eq!(
+            string(&s.span.attributes, "gen_ai.provider.name").as_deref(),
+            Some("openai")
+        );
+        assert!(s.span.end_time_unix_nano >= s.span.start_time_unix_nano);
+    }
+    let by_model = |m: &'static str| {
+        spans.iter().filter(move |s| {
+            string(&s.span.attributes, "gen_ai.request.model").as_deref() == Some(m)
+        })
+    };
+    let ok: Vec<_> = by_model("gpt-4o-mini").collect();
+    assert_eq!(ok.len(), 2);
+    assert!(ok.iter().all(|s| s.span.name == "chat gpt-4o-mini"));
+    let plain_span = ok
+        .iter()
+        .find(|s| string(&s.span.attributes, "gen_ai.request.stream").is_none())
+        .unwrap();
+    assert_eq!(
+        int(&plain_span.span.attributes, "gen_ai.usage.input_tokens"),
+        Some(3)
+    );
+    let limited = by_model("mock-rate-limited").next().unwrap();
+    assert_eq!(
+        string(&limited.span.attributes, "error.type").as_deref(),
+        Some("429")
+    );
+    let status = limited.span.status.clone().unwrap();
+    assert_eq!(status.code, OtlpStatus::Error as i32);
+    assert_eq!(status.message, "rate_limit_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_exports_spans_over_otlp_grpc_and_flushes_on_sigterm() {
+    export_over("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_exports_spans_over_otlp_http_protobuf_and_flushes_on_sigterm() {
+    export_over("http/protobuf").await;
+}
+
+#[test]
+fn demo_prints_one_json_span_per_genai_request() {
+    let out = command(&["demo"], &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let spans: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON span"))
+        .collect();
+    assert_eq!(spans.len(), 4, "{stdout}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["name"].as_str().unwrap().starts_with("chat "))
+    );
+    assert!(spans.iter().any(|s| s["attributes"]["error.type"] == "429"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["attributes"]["gen_ai.request.stream"] == true)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("HTTP 429"), "{stderr}");
+    assert!(
+        !stdout.contains("sk-demo"),
+        "credentials never reach an exporter"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_masked() {
+    let out = command(
+        &["check-config", "--upstream", "https://api.openai.com"],
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("url = \"https://api.openai.com\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("api-key = \"****\""), "{stdout}");
+    assert!(!stdout.contains("hunter2"));
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    for (args, env, key) in [
+        (
+            vec!["check-config"],
+            vec![("GENAI_TAP_UPSTREAM__URL", "ftp://nope")],
+            "upstream.url",
+        ),
+        (vec!["run"], vec![], "upstream.url"),
+        (
+            vec!["run", "--upstream", "http://127.0.0.1:1"],
+            vec![("OTEL_BSP_MAX_QUEUE_SIZE", "lots")],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![("GENAI_TAP_UPSTREAM__CA_FILE", "/nonexistent/ca.pem")],
+            "/nonexistent/ca.pem",
+        ),
+    ] {
+        let out = command(&args, &env).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+    }
+}

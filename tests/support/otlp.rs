@@ -1,0 +1,204 @@
+//! A real OTLP trace receiver for tests: OTLP/HTTP protobuf (`POST /v1/traces`) and OTLP/gRPC
+//! (`TraceService/Export` over h2c) on one port, decoding with the official protobuf
+//! definitions (`opentelemetry-proto`). It records every request and its headers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::net::TcpListener;
+
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `grpc` or `http`.
+    pub transport: &'static str,
+    pub headers: HeaderMap,
+    pub request: ExportTraceServiceRequest,
+}
+
+/// A span with the resource and scope it was exported under.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub resource: Vec<KeyValue>,
+    pub scope_name: String,
+    pub span: Span,
+}
+
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+/// A gRPC answer: one message, then `grpc-status` in trailers.
+struct GrpcBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> OtlpReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let record = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let record = record.clone();
+                        async move { Ok::<_, Infallible>(handle(req, &record).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        OtlpReceiver { addr, received }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        let mut out = Vec::new();
+        for r in self.received() {
+            for rs in r.request.resource_spans {
+                let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+                for ss in rs.scope_spans {
+                    let scope_name = ss.scope.map(|s| s.name).unwrap_or_default();
+                    for span in ss.spans {
+                        out.push(ReceivedSpan {
+                            resource: resource.clone(),
+                            scope_name: scope_name.clone(),
+                            span,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn handle(req: Request<Incoming>, record: &Mutex<Vec<Received>>) -> Response<GrpcBody> {
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let plain = |status: StatusCode, body: Bytes, content_type: &'static str| {
+        let mut r = Response::new(GrpcBody {
+            data: Some(body),
+            trailers: None,
+        });
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static(content_type));
+        r
+    };
+    match path.as_str() {
+        "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
+            Ok(request) => {
+                record.lock().unwrap().push(Received {
+                    transport: "http",
+                    headers,
+                    request,
+                });
+                plain(
+                    StatusCode::OK,
+                    ExportTraceServiceResponse::default().encode_to_vec().into(),
+                    "application/x-protobuf",
+                )
+            }
+            Err(_) => plain(StatusCode::BAD_REQUEST, Bytes::new(), "text/plain"),
+        },
+        GRPC_PATH if body.len() >= 5 => {
+            let message = body.slice(5..);
+            let request = ExportTraceServiceRequest::decode(message).unwrap();
+            record.lock().unwrap().push(Received {
+                transport: "grpc",
+                headers,
+                request,
+            });
+            let answer = ExportTraceServiceResponse::default().encode_to_vec();
+            let mut framed = BytesMut::with_capacity(5 + answer.len());
+            framed.put_u8(0);
+            framed.put_u32(answer.len() as u32);
+            framed.put_slice(&answer);
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let mut r = Response::new(GrpcBody {
+                data: Some(framed.freeze()),
+                trailers: Some(trailers),
+            });
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/grpc"));
+            r
+        }
+        _ => plain(StatusCode::NOT_FOUND, Bytes::new(), "text/plain"),
+    }
+}
+
+/// A string, int, double or bool attribute's value, for assertions.
+pub fn value(attrs: &[KeyValue], key: &str) -> Option<any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v: AnyValue| v.value)
+}
+
+pub fn string(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match value(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s),
+        other => panic!("{key} is not a string: {other:?}"),
+    }
+}
+
+pub fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match value(attrs, key)? {
+        any_value::Value::IntValue(i) => Some(i),
+        other => panic!("{key} is not an int: {other:?}"),
+    }
+}
