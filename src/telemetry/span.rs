@@ -39,10 +39,8 @@ pub fn start_attributes(ex: &Exchange) -> Vec<KeyValue> {
         SERVER_ADDRESS,
         Value::String(StringValue::from(ex.target.host.clone())),
     ));
-    // The reference instrumentations leave the port out when it is the https default.
-    if ex.target.port != 443 {
-        attrs.push(KeyValue::new(SERVER_PORT, i64::from(ex.target.port)));
-    }
+    // Conditionally required whenever server.address is set, 443 included.
+    attrs.push(KeyValue::new(SERVER_PORT, i64::from(ex.target.port)));
     attrs
 }
 
@@ -287,7 +285,7 @@ mod tests {
             attr(&span, SERVER_ADDRESS),
             Some(&Value::from("api.openai.com"))
         );
-        assert_eq!(attr(&span, SERVER_PORT), None, "443 is left out");
+        assert_eq!(attr(&span, SERVER_PORT), Some(&Value::I64(443)));
         assert_eq!(attr(&span, GEN_AI_REQUEST_STREAM), Some(&Value::from(true)));
         assert_eq!(
             attr(&span, GEN_AI_REQUEST_TEMPERATURE),
