@@ -60,9 +60,11 @@ fn sse(c: &mut Criterion) {
             |b, parts| {
                 b.iter(|| {
                     let mut d = SseDecoder::new(1 << 20);
-                    let mut s = ChatStream::default();
+                    let mut s = ChatStream::new(false);
                     for p in parts {
-                        d.push(p, &mut |e| s.push(e.data));
+                        d.push(p, &mut |e| {
+                            s.push(e.data);
+                        });
                     }
                     black_box(s.finish())
                 })
@@ -90,7 +92,7 @@ fn extraction(c: &mut Criterion) {
     });
     group.throughput(Throughput::Bytes(response.len() as u64));
     group.bench_function("chat_response", |b| {
-        b.iter(|| black_box(chat::parse_response(black_box(&response))))
+        b.iter(|| black_box(chat::parse_response(black_box(&response), false)))
     });
     group.finish();
 }

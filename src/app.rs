@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
 use crate::observer::{Limits, Observer};
-use crate::proxy::{Proxy, Upstream};
+use crate::proxy::{Proxy, Router};
+use crate::redact::Redactor;
 use crate::server::{self, ServerSettings};
 use crate::stats::Stats;
 use crate::telemetry::Telemetry;
@@ -43,21 +44,17 @@ pub struct App {
 
 impl App {
     pub fn new(config: &Config, telemetry: Telemetry, stats: Arc<Stats>) -> Result<App, AppError> {
-        let url = config.require_upstream()?;
-        let upstream =
-            Upstream::new(url, config.upstream.provider.as_deref()).map_err(|message| {
-                ConfigError::Invalid {
-                    key: "upstream.url",
-                    message,
-                }
-            })?;
+        config.require_upstream()?;
+        let router = Router::from_config(config)
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         let limits = Limits {
             max_body: config.limits.max_observed_body.0,
             max_event: config.limits.max_observed_event.0,
             channel: config.limits.observer_queue,
         };
-        let observer = Observer::new(telemetry.clone(), limits, stats.clone());
-        let proxy = Proxy::new(config, upstream, observer, stats.clone())?;
+        let redactor = config.capture.enabled().then(|| Arc::new(Redactor::none()));
+        let observer = Observer::new(telemetry.clone(), limits, redactor, stats.clone());
+        let proxy = Proxy::new(config, router, observer, stats.clone())?;
         Ok(App {
             proxy: Arc::new(proxy),
             telemetry,

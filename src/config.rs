@@ -26,12 +26,12 @@ pub enum ConfigError {
     #[error("{0}")]
     Load(Box<figment::Error>),
     #[error("invalid `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -41,8 +41,12 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Address the proxy listens on (loopback by default: a sidecar shares the pod's network).
     pub listen: SocketAddr,
+    /// The default upstream, and settings every route shares.
     pub upstream: UpstreamConfig,
+    /// More upstreams, chosen by path prefix.
+    pub routes: Vec<RouteConfig>,
     pub telemetry: TelemetryConfig,
+    pub capture: CaptureConfig,
     pub limits: LimitsConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -53,7 +57,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             upstream: UpstreamConfig::default(),
+            routes: Vec::new(),
             telemetry: TelemetryConfig::default(),
+            capture: CaptureConfig::default(),
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
@@ -74,6 +80,8 @@ pub struct UpstreamConfig {
     /// Time allowed for the upstream's response headers (model calls can think for minutes).
     pub response_timeout: Dur,
     pub pool_idle_timeout: Dur,
+    /// Token usage for streams whose client did not ask for it.
+    pub stream_usage: StreamUsage,
 }
 
 impl Default for UpstreamConfig {
@@ -85,8 +93,40 @@ impl Default for UpstreamConfig {
             connect_timeout: Dur::secs(10),
             response_timeout: Dur::secs(600),
             pool_idle_timeout: Dur::secs(90),
+            stream_usage: StreamUsage::Inject,
         }
     }
+}
+
+/// What to do about streamed chat requests that do not ask for usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamUsage {
+    /// Ask the upstream for usage and remove every trace of it from what the client receives.
+    #[default]
+    Inject,
+    /// Never modify a request; such streams carry no token counts.
+    Passthrough,
+}
+
+/// An upstream chosen by path prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Requests whose path starts with this (on a segment boundary) take this route.
+    pub prefix: String,
+    pub url: String,
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Remove the prefix before appending the path to `url` (the prefix only routes).
+    #[serde(default = "yes")]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub stream_usage: Option<StreamUsage>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +225,69 @@ impl Default for BatchConfig {
             schedule_delay: Dur::secs(5),
             export_timeout: Dur::secs(30),
         }
+    }
+}
+
+/// Whether message content is captured, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// No content leaves the process.
+    #[default]
+    Off,
+    /// Captured; `redacted` when redaction rules are configured, else `full`.
+    On,
+    /// Captured, every redaction rule applied.
+    Redacted,
+    /// Captured as is (logged as a warning at start-up).
+    Full,
+}
+
+/// Where captured content goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureTarget {
+    /// `gen_ai.input.messages` & co. as span attributes.
+    #[default]
+    Span,
+    /// A `gen_ai.client.inference.operation.details` event (an OTLP log record).
+    Event,
+    SpanAndEvent,
+}
+
+impl CaptureTarget {
+    pub fn span(self) -> bool {
+        matches!(self, CaptureTarget::Span | CaptureTarget::SpanAndEvent)
+    }
+    pub fn event(self) -> bool {
+        matches!(self, CaptureTarget::Event | CaptureTarget::SpanAndEvent)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` overrides.
+    pub mode: CaptureMode,
+    pub target: CaptureTarget,
+    /// All content attributes of one exchange together stay under this (Application Insights
+    /// drops attributes past ~64 KB per record); what does not fit is truncated and marked.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            mode: CaptureMode::Off,
+            target: CaptureTarget::Span,
+            max_bytes: ByteSize(32 << 10),
+        }
+    }
+}
+
+impl CaptureConfig {
+    pub fn enabled(&self) -> bool {
+        self.mode != CaptureMode::Off
     }
 }
 
@@ -441,6 +544,38 @@ impl Config {
         {
             return Err(invalid("upstream.provider", "must not be empty"));
         }
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let prefix = route.prefix.trim_end_matches('/');
+            if !route.prefix.starts_with('/') || prefix.is_empty() {
+                return Err(invalid(
+                    format!("routes[{i}].prefix"),
+                    format!(
+                        "{:?} must be a path like \"/azure\" (\"/\" is upstream.url)",
+                        route.prefix
+                    ),
+                ));
+            }
+            if prefix.contains(['?', '#']) || prefix.split('/').any(|s| s == "." || s == "..") {
+                return Err(invalid(
+                    format!("routes[{i}].prefix"),
+                    "must be a plain path",
+                ));
+            }
+            if !prefixes.insert(prefix) {
+                return Err(invalid(
+                    format!("routes[{i}].prefix"),
+                    format!("{prefix:?} is used twice"),
+                ));
+            }
+            validate_url(&route.url).map_err(|m| invalid(format!("routes[{i}].url"), m))?;
+            if route.provider.as_ref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(invalid(
+                    format!("routes[{i}].provider"),
+                    "must not be empty",
+                ));
+            }
+        }
         for (key, value) in [
             ("telemetry.otlp.endpoint", &self.telemetry.otlp.endpoint),
             (
@@ -505,14 +640,15 @@ impl Config {
     }
 
     /// `run` forwards somewhere: that somewhere must be configured.
-    pub fn require_upstream(&self) -> Result<&str, ConfigError> {
-        self.upstream.url.as_deref().ok_or_else(|| {
-            invalid(
+    pub fn require_upstream(&self) -> Result<(), ConfigError> {
+        if self.upstream.url.is_none() && self.routes.is_empty() {
+            return Err(invalid(
                 "upstream.url",
                 "no upstream configured: pass --upstream URL, set GENAI_TAP_UPSTREAM__URL, \
-                 or set url under [upstream] in the config file",
-            )
-        })
+                 or set url under [upstream] (or [[routes]]) in the config file",
+            ));
+        }
+        Ok(())
     }
 
     /// The exporters in effect once `auto` (an empty list) is resolved.
@@ -533,6 +669,9 @@ impl Config {
         }
         if let Some(url) = &mut shown.upstream.url {
             *url = mask_userinfo(url);
+        }
+        for route in &mut shown.routes {
+            route.url = mask_userinfo(&route.url);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -626,6 +765,21 @@ fn otel_env(env: &[(String, String)]) -> Vec<EnvVar> {
     };
     let number = |s: &str| Value::from_str(s).unwrap_or_else(|v| match v {});
 
+    if let Some(v) = get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT") {
+        const NAME: &str = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
+        let (mode, target) = match v.to_ascii_uppercase().as_str() {
+            "NO_CONTENT" | "FALSE" => ("off", None),
+            "SPAN_ONLY" | "TRUE" => ("on", Some("span")),
+            "EVENT_ONLY" => ("on", Some("event")),
+            "SPAN_AND_EVENT" => ("on", Some("span_and_event")),
+            // Unknown values fail validation, naming the variable.
+            _ => (v, None),
+        };
+        put(NAME, &["capture", "mode"], string(mode));
+        if let Some(target) = target {
+            put(NAME, &["capture", "target"], string(target));
+        }
+    }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         put(
             "OTEL_SERVICE_NAME",
@@ -948,6 +1102,96 @@ max_queue_size = 100
             "8 parsecs",
         )]));
         assert!(e.contains("max_observed_body"), "{e}");
+    }
+
+    #[test]
+    fn routes_load_from_the_file_and_are_validated() {
+        let f = file(
+            r#"
+[upstream]
+stream_usage = "passthrough"
+[[routes]]
+prefix = "/azure"
+url = "https://r.openai.azure.com"
+provider = "azure.ai.openai"
+[[routes]]
+prefix = "/local/"
+url = "http://127.0.0.1:8000"
+strip_prefix = false
+stream_usage = "inject"
+"#,
+        );
+        let c = Config::load(&Sources {
+            file: Some(f.0.clone()),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert!(c.require_upstream().is_ok(), "routes alone are enough");
+        assert_eq!(c.upstream.stream_usage, StreamUsage::Passthrough);
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.routes[0].strip_prefix);
+        assert!(!c.routes[1].strip_prefix);
+        assert_eq!(c.routes[1].stream_usage, Some(StreamUsage::Inject));
+
+        for (body, key) in [
+            (
+                "[[routes]]\nprefix = \"azure\"\nurl = \"https://x\"\n",
+                "routes[0].prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/\"\nurl = \"https://x\"\n",
+                "routes[0].prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nurl = \"https://x\"\n[[routes]]\nprefix = \"/a/\"\nurl = \"https://y\"\n",
+                "routes[1].prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nurl = \"x\"\n",
+                "routes[0].url",
+            ),
+        ] {
+            let f = file(body);
+            let e = error_text(Config::load(&Sources {
+                file: Some(f.0.clone()),
+                ..Sources::default()
+            }));
+            assert!(e.contains(key), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn content_capture_follows_the_reference_instrumentation_variable() {
+        let c = load_env(&[]).unwrap();
+        assert!(!c.capture.enabled(), "off by default");
+        for (value, mode, target) in [
+            ("SPAN_ONLY", CaptureMode::On, CaptureTarget::Span),
+            ("true", CaptureMode::On, CaptureTarget::Span),
+            ("EVENT_ONLY", CaptureMode::On, CaptureTarget::Event),
+            (
+                "span_and_event",
+                CaptureMode::On,
+                CaptureTarget::SpanAndEvent,
+            ),
+            ("NO_CONTENT", CaptureMode::Off, CaptureTarget::Span),
+            ("false", CaptureMode::Off, CaptureTarget::Span),
+        ] {
+            let c =
+                load_env(&[("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)]).unwrap();
+            assert_eq!(
+                (c.capture.mode, c.capture.target),
+                (mode, target),
+                "{value}"
+            );
+        }
+        let e = error_text(load_env(&[(
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+            "sometimes",
+        )]));
+        assert!(
+            e.contains("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::genai::Operation;
+use crate::genai::Api;
+use crate::redact::Content;
 
 /// Where the proxied call went; shared by every exchange on the same route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,14 @@ pub struct RequestFacts {
     /// `gen_ai.output.type`: `text`, `json`.
     pub output_type: Option<&'static str>,
     pub service_tier: Option<String>,
+    /// Names of the tools offered to the model (function names, or built-in tool types).
+    pub tools: Vec<String>,
+    /// `gen_ai.conversation.id` from the body (Responses `conversation`).
+    pub conversation_id: Option<String>,
+    /// Embeddings `encoding_format`.
+    pub encoding_formats: Option<Vec<String>>,
+    /// Embeddings `dimensions`.
+    pub dimensions: Option<i64>,
 }
 
 /// Token counts as reported by the upstream (`None`: not reported).
@@ -60,6 +69,34 @@ pub struct ResponseFacts {
     pub usage: Usage,
     pub system_fingerprint: Option<String>,
     pub service_tier: Option<String>,
+    /// Names of the tools the model called, in order.
+    pub tool_calls: Vec<String>,
+    /// Length of the first embedding vector.
+    pub embedding_dimensions: Option<i64>,
+}
+
+/// Details from upstream response headers that operators ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    /// `x-request-id`: what the provider's support asks for.
+    pub request_id: Option<String>,
+    /// `apim-request-id` (Azure API Management).
+    pub apim_request_id: Option<String>,
+    /// `x-ms-region` (Azure).
+    pub region: Option<String>,
+    /// `x-ratelimit-remaining-tokens`.
+    pub ratelimit_remaining_tokens: Option<i64>,
+    /// `x-ratelimit-remaining-requests`.
+    pub ratelimit_remaining_requests: Option<i64>,
+}
+
+/// Azure content filtering, summed up over the prompt and every choice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentFilter {
+    /// Whether any category was filtered.
+    pub filtered: bool,
+    /// Categories that were filtered or detected (e.g. `hate`, `jailbreak`), each once.
+    pub categories: Vec<String>,
 }
 
 /// An error the upstream described in its own words: OpenAI-style `{"error": {...}}`.
@@ -134,7 +171,7 @@ impl Failure {
 /// Everything observed about one model call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
-    pub operation: Operation,
+    pub api: Api,
     pub target: Target,
     /// Wall-clock time the request arrived at the proxy.
     pub start: SystemTime,
@@ -148,6 +185,12 @@ pub struct Exchange {
     pub streamed: bool,
     /// Request arrival to the first response body bytes, for streams.
     pub time_to_first_chunk: Option<Duration>,
+    /// Gaps between consecutive output chunks of a stream, in microseconds (capped).
+    pub chunk_gaps_us: Vec<u32>,
+    pub upstream: UpstreamHeaders,
+    pub content_filter: Option<ContentFilter>,
+    /// Captured, redacted content (content capture on only).
+    pub content: Option<Content>,
     pub failure: Option<Failure>,
     /// The upstream's error identifiers, from an error body or an in-stream error.
     pub api_error: Option<ApiError>,

@@ -9,7 +9,7 @@
 //! - [`tap`]: a body wrapper that passes every frame through and hands a copy to an observer.
 //! - [`observer`]: one task per GenAI exchange, off the forwarding path, folding the copies
 //!   into an [`exchange::Exchange`] with the pure parsers of [`genai`] (and [`codec`] for
-//!   compressed bodies).
+//!   compressed bodies); captured content can only leave through [`redact`].
 //! - [`telemetry`]: turns each exchange into a span and exports it through bounded queues
 //!   (OTLP gRPC or HTTP, console).
 //! - [`config`]: defaults < TOML file < `GENAI_TAP_*` < `OTEL_*` < flags, validated.
@@ -28,6 +28,7 @@ pub mod genai;
 pub mod mock;
 pub mod observer;
 pub mod proxy;
+pub mod redact;
 pub mod server;
 pub mod stats;
 pub mod tap;

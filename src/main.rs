@@ -134,7 +134,6 @@ fn check_config(config: &Config) -> ExitCode {
     print!("{}", config.to_masked_toml());
     let checks = config
         .require_upstream()
-        .map(|_| ())
         .map_err(AppError::from)
         .and_then(|()| {
             // Build what can be built offline: CA bundles, OTLP endpoints, exporters.

@@ -11,16 +11,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use tokio::sync::{Notify, mpsc};
 
 use crate::codec::Decoder;
-use crate::exchange::{ApiError, Exchange, Failure, RequestFacts, ResponseFacts, Target};
-use crate::genai::Operation;
-use crate::genai::chat::{self, ChatStream};
+use crate::exchange::{ApiError, Exchange, Failure, RequestFacts, Target, UpstreamHeaders};
 use crate::genai::sse::SseDecoder;
+use crate::genai::{self, Api, ResponseSummary};
+use crate::redact::Redactor;
 use crate::stats::{LogLimiter, Stats};
-use crate::tap::{Ending, RequestBody, Tap, TapEvent};
+use crate::tap::{Ending, RequestBody, ResponseHead, Tap, TapEvent};
 use crate::telemetry::Telemetry;
+
+/// Chunk gaps kept per stream; a longer stream keeps its first ones (16 KiB at most).
+const MAX_GAPS: usize = 4096;
 
 /// Bounds on what one exchange's observation may hold.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +50,7 @@ impl Default for Limits {
 /// What is known when a request arrives.
 #[derive(Debug, Clone)]
 pub struct Start {
-    pub operation: Operation,
+    pub api: Api,
     /// The Azure deployment from the path, used as the model when the body names none.
     pub deployment: Option<String>,
     pub target: Target,
@@ -69,7 +73,31 @@ enum Body {
 #[derive(Debug)]
 struct SseState {
     decoder: SseDecoder,
-    stream: ChatStream,
+    stream: genai::Stream,
+    last_chunk: Option<Instant>,
+    gaps_us: Vec<u32>,
+}
+
+impl SseState {
+    fn feed(&mut self, bytes: &[u8], at: Instant) {
+        let SseState {
+            decoder,
+            stream,
+            last_chunk,
+            gaps_us,
+        } = self;
+        decoder.push(bytes, &mut |e| {
+            if stream.push(e.data) {
+                if let Some(previous) = *last_chunk
+                    && gaps_us.len() < MAX_GAPS
+                {
+                    let gap = at.saturating_duration_since(previous).as_micros();
+                    gaps_us.push(u32::try_from(gap).unwrap_or(u32::MAX));
+                }
+                *last_chunk = Some(at);
+            }
+        });
+    }
 }
 
 /// The fold from tap events to an [`Exchange`].
@@ -77,9 +105,13 @@ struct SseState {
 pub struct Assembly {
     start: Start,
     limits: Limits,
+    /// Present when content is captured: every captured text goes through it.
+    redactor: Option<Arc<Redactor>>,
+    /// The request body, kept for content capture only.
+    request_body: Option<Bytes>,
     request: RequestFacts,
     request_issue: Option<String>,
-    status: Option<u16>,
+    head: Option<ResponseHead>,
     decoder: Option<Decoder>,
     body: Body,
     first_data: Option<Instant>,
@@ -88,13 +120,15 @@ pub struct Assembly {
 }
 
 impl Assembly {
-    pub fn new(start: Start, limits: Limits) -> Self {
+    pub fn new(start: Start, limits: Limits, redactor: Option<Arc<Redactor>>) -> Self {
         Assembly {
             start,
             limits,
+            redactor,
+            request_body: None,
             request: RequestFacts::default(),
             request_issue: None,
-            status: None,
+            head: None,
             decoder: None,
             body: Body::Awaiting,
             first_data: None,
@@ -103,30 +137,40 @@ impl Assembly {
         }
     }
 
+    fn capture(&self) -> bool {
+        self.redactor.is_some()
+    }
+
     pub fn apply(&mut self, event: TapEvent) {
         match event {
             TapEvent::Request(RequestBody::Complete(bytes)) => {
-                let (facts, issue) = chat::parse_request(&bytes);
+                let (facts, issue) = genai::parse_request(self.start.api, &bytes);
                 self.request = facts;
                 self.request_issue = issue;
+                if self.capture() {
+                    self.request_body = Some(bytes);
+                }
             }
             TapEvent::Request(RequestBody::Unobserved(why)) => self.request_issue = Some(why),
-            TapEvent::ResponseHead {
-                status,
-                content_type,
-                content_encoding,
-                at: _,
-            } => {
-                self.status = Some(status);
-                let encoding = content_encoding.as_ref().map_or(&b""[..], |v| v.as_bytes());
+            TapEvent::ResponseHead(head) => {
+                let encoding = head
+                    .content_encoding
+                    .as_ref()
+                    .map_or(&b""[..], HeaderValue::as_bytes);
                 self.body = match Decoder::for_encoding(encoding, self.limits.max_body) {
                     Err(e) => Body::Skipped(e.to_string()),
                     Ok(decoder) => {
                         self.decoder = decoder;
-                        if content_type.is_some_and(|v| is_event_stream(v.as_bytes())) {
+                        if head
+                            .content_type
+                            .as_ref()
+                            .is_some_and(|v| is_event_stream(v.as_bytes()))
+                        {
                             Body::Sse(Box::new(SseState {
                                 decoder: SseDecoder::new(self.limits.max_event),
-                                stream: ChatStream::default(),
+                                stream: genai::Stream::new(self.start.api, self.capture()),
+                                last_chunk: None,
+                                gaps_us: Vec::new(),
                             }))
                         } else {
                             Body::Json {
@@ -136,10 +180,11 @@ impl Assembly {
                         }
                     }
                 };
+                self.head = Some(*head);
             }
             TapEvent::Data(bytes, at) => {
                 self.first_data.get_or_insert(at);
-                self.feed(bytes);
+                self.feed(bytes, at);
             }
             TapEvent::End { ending, lost, at } => {
                 self.ending = Some((ending, at));
@@ -148,7 +193,7 @@ impl Assembly {
         }
     }
 
-    fn feed(&mut self, bytes: Bytes) {
+    fn feed(&mut self, bytes: Bytes, at: Instant) {
         let Assembly {
             decoder,
             body,
@@ -157,10 +202,10 @@ impl Assembly {
         } = self;
         let result = match decoder {
             Some(d) => d.push(&bytes, &mut |out| {
-                consume(body, limits, Bytes::copy_from_slice(out))
+                consume(body, limits, Bytes::copy_from_slice(out), at)
             }),
             None => {
-                consume(body, limits, bytes);
+                consume(body, limits, bytes, at);
                 Ok(())
             }
         };
@@ -172,33 +217,34 @@ impl Assembly {
     /// The exchange as observed. Without an `End` event the tap was lost: cancelled.
     pub fn finish(mut self) -> Exchange {
         let (ending, ended_at) = self.ending.unwrap_or((Ending::Cancelled, Instant::now()));
-        let mut response = ResponseFacts::default();
-        let mut response_issue = None;
-        let mut api_error: Option<ApiError> = None;
-        let mut in_stream_error = None;
-        let mut streamed = false;
         if ending == Ending::Complete
             && let Some(d) = self.decoder.as_mut()
         {
             let body = &mut self.body;
             let limits = &self.limits;
-            if let Err(e) = d.finish(&mut |out| consume(body, limits, Bytes::copy_from_slice(out)))
+            if let Err(e) =
+                d.finish(&mut |out| consume(body, limits, Bytes::copy_from_slice(out), ended_at))
             {
                 self.body = Body::Skipped(e.to_string());
             }
         }
-        let status = self.status.unwrap_or(0);
+        let api = self.start.api;
+        let capture = self.redactor.is_some();
+        let head = self.head.take();
+        let status = head.as_ref().map_or(0, |h| h.status);
+        let mut summary = ResponseSummary::default();
+        let mut api_error: Option<ApiError> = None;
+        let mut streamed = false;
+        let mut gaps_us = Vec::new();
         match self.body {
             Body::Awaiting => {}
             Body::Json { parts, .. } => {
                 if ending == Ending::Complete {
                     let bytes = concat(parts);
                     if status >= 400 {
-                        api_error = chat::parse_api_error(&bytes);
+                        api_error = genai::parse_api_error(&bytes);
                     } else {
-                        let (facts, issue) = chat::parse_response(&bytes);
-                        response = facts;
-                        response_issue = issue;
+                        summary = genai::parse_response(api, &bytes, capture);
                     }
                 }
             }
@@ -206,30 +252,30 @@ impl Assembly {
                 let SseState {
                     mut decoder,
                     stream,
+                    gaps_us: gaps,
+                    ..
                 } = *sse;
                 streamed = true;
+                gaps_us = gaps;
                 let truncated = decoder.finish();
                 let oversized = decoder.stats().oversized;
-                let summary = stream.finish();
-                response = summary.facts;
-                in_stream_error = summary.error;
-                response_issue = summary
-                    .issue
-                    .or_else(|| {
-                        (oversized > 0)
-                            .then(|| format!("{oversized} events over the size limit skipped"))
-                    })
-                    .or_else(|| {
-                        (truncated && ending == Ending::Complete)
-                            .then(|| "stream ended inside an event".to_owned())
-                    });
+                summary = stream.finish();
+                if summary.issue.is_none() {
+                    summary.issue = (oversized > 0)
+                        .then(|| format!("{oversized} events over the size limit skipped"))
+                        .or_else(|| {
+                            (truncated && ending == Ending::Complete)
+                                .then(|| "stream ended inside an event".to_owned())
+                        });
+                }
             }
-            Body::Skipped(why) => response_issue = Some(why),
+            Body::Skipped(why) => summary.issue = Some(why),
         }
         if self.lost {
-            response_issue =
+            summary.issue =
                 Some("observer fell behind; part of the response was not observed".to_owned());
         }
+        let in_stream_error = summary.error.take();
         let failure = match ending {
             Ending::Failed(t) => Some(Failure::Transport(t)),
             Ending::Cancelled => Some(Failure::Cancelled),
@@ -240,28 +286,63 @@ impl Assembly {
         if request.model.is_none() {
             request.model = self.start.deployment;
         }
+        if request.conversation_id.is_none() {
+            request.conversation_id = summary.conversation_id.take();
+        }
+        let content = self.redactor.as_ref().map(|redactor| {
+            let input = self
+                .request_body
+                .as_deref()
+                .and_then(|body| genai::content::request_content(api, body))
+                .unwrap_or_default();
+            redactor.seal(input, std::mem::take(&mut summary.output))
+        });
         Exchange {
-            operation: self.start.operation,
+            api,
             target: self.start.target,
             start: self.start.wall,
             duration: ended_at.saturating_duration_since(self.start.arrived),
             request,
-            response,
-            status: self.status,
+            status: head.as_ref().map(|h| h.status),
             streamed,
             time_to_first_chunk: self
                 .first_data
                 .filter(|_| streamed)
                 .map(|t| t.saturating_duration_since(self.start.arrived)),
+            chunk_gaps_us: gaps_us,
+            upstream: head.as_ref().map(upstream_headers).unwrap_or_default(),
+            content_filter: summary.content_filter,
             failure,
             api_error: api_error.or(in_stream_error),
             request_issue: self.request_issue,
-            response_issue,
+            response_issue: summary.issue,
+            response: summary.facts,
+            content,
         }
     }
 }
 
-fn consume(body: &mut Body, limits: &Limits, bytes: Bytes) {
+fn text(v: &Option<HeaderValue>) -> Option<String> {
+    v.as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(128).collect())
+}
+
+fn number(v: &Option<HeaderValue>) -> Option<i64> {
+    v.as_ref()?.to_str().ok()?.trim().parse().ok()
+}
+
+fn upstream_headers(head: &ResponseHead) -> UpstreamHeaders {
+    UpstreamHeaders {
+        request_id: text(&head.request_id),
+        apim_request_id: text(&head.apim_request_id),
+        region: text(&head.region),
+        ratelimit_remaining_tokens: number(&head.ratelimit_remaining_tokens),
+        ratelimit_remaining_requests: number(&head.ratelimit_remaining_requests),
+    }
+}
+
+fn consume(body: &mut Body, limits: &Limits, bytes: Bytes, at: Instant) {
     match body {
         Body::Json { parts, len } => {
             *len += bytes.len();
@@ -274,10 +355,7 @@ fn consume(body: &mut Body, limits: &Limits, bytes: Bytes) {
                 parts.push(bytes);
             }
         }
-        Body::Sse(sse) => {
-            let SseState { decoder, stream } = &mut **sse;
-            decoder.push(&bytes, &mut |e| stream.push(e.data));
-        }
+        Body::Sse(sse) => sse.feed(&bytes, at),
         Body::Awaiting | Body::Skipped(_) => {}
     }
 }
@@ -310,6 +388,8 @@ pub struct Observer {
 struct Inner {
     telemetry: Telemetry,
     limits: Limits,
+    /// Present when content is captured.
+    redactor: Option<Arc<Redactor>>,
     stats: Arc<Stats>,
     panics: LogLimiter,
     /// Observer tasks not yet finished, and a wake-up for whoever waits for none.
@@ -318,11 +398,18 @@ struct Inner {
 }
 
 impl Observer {
-    pub fn new(telemetry: Telemetry, limits: Limits, stats: Arc<Stats>) -> Self {
+    /// `redactor` is `Some` exactly when content is captured.
+    pub fn new(
+        telemetry: Telemetry,
+        limits: Limits,
+        redactor: Option<Arc<Redactor>>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Observer {
             inner: Arc::new(Inner {
                 telemetry,
                 limits,
+                redactor,
                 stats,
                 panics: LogLimiter::new(Duration::from_secs(10)),
                 active: AtomicUsize::new(0),
@@ -364,7 +451,7 @@ impl Observer {
 }
 
 async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<TapEvent>) {
-    let mut assembly = Assembly::new(start, inner.limits);
+    let mut assembly = Assembly::new(start, inner.limits, inner.redactor.clone());
     while let Some(event) = rx.recv().await {
         if catch_unwind(AssertUnwindSafe(|| assembly.apply(event))).is_err() {
             return observer_panicked(inner);
@@ -403,7 +490,7 @@ mod tests {
 
     fn start() -> Start {
         Start {
-            operation: Operation::Chat,
+            api: Api::ChatCompletions,
             deployment: Some("my-deployment".into()),
             target: Target {
                 provider: "openai".into(),
@@ -415,13 +502,16 @@ mod tests {
         }
     }
 
-    fn head(status: u16, content_type: &'static str) -> TapEvent {
-        TapEvent::ResponseHead {
-            status,
-            content_type: Some(HeaderValue::from_static(content_type)),
-            content_encoding: None,
-            at: Instant::now(),
+    fn head_with(status: u16, headers: &[(&'static str, &'static str)]) -> TapEvent {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, HeaderValue::from_static(v));
         }
+        TapEvent::ResponseHead(Box::new(ResponseHead::new(status, &map)))
+    }
+
+    fn head(status: u16, content_type: &'static str) -> TapEvent {
+        head_with(status, &[("content-type", content_type)])
     }
 
     fn data(s: &'static [u8]) -> TapEvent {
@@ -437,7 +527,7 @@ mod tests {
     }
 
     fn run(events: Vec<TapEvent>) -> Exchange {
-        let mut a = Assembly::new(start(), Limits::default());
+        let mut a = Assembly::new(start(), Limits::default(), None);
         for e in events {
             a.apply(e);
         }
@@ -534,13 +624,14 @@ mod tests {
         e.write_all(br#"{"id":"gz","choices":[{"index":0,"finish_reason":"stop"}]}"#)
             .unwrap();
         let z = Bytes::from(e.finish().unwrap());
-        let mut a = Assembly::new(start(), Limits::default());
-        a.apply(TapEvent::ResponseHead {
-            status: 200,
-            content_type: Some(HeaderValue::from_static("application/json")),
-            content_encoding: Some(HeaderValue::from_static("gzip")),
-            at: Instant::now(),
-        });
+        let mut a = Assembly::new(start(), Limits::default(), None);
+        a.apply(head_with(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+        ));
         a.apply(TapEvent::Data(z.slice(..10), Instant::now()));
         a.apply(TapEvent::Data(z.slice(10..), Instant::now()));
         a.apply(end(Ending::Complete));
@@ -557,6 +648,7 @@ mod tests {
                 max_body: 8,
                 ..Limits::default()
             },
+            None,
         );
         a.apply(head(200, "application/json"));
         a.apply(data(b"{\"id\":\"0123456789\"}"));
@@ -564,6 +656,75 @@ mod tests {
         let ex = a.finish();
         assert_eq!(ex.response.id, None);
         assert!(ex.response_issue.unwrap().contains("observation limit"));
+    }
+
+    #[test]
+    fn upstream_headers_and_chunk_gaps_are_kept() {
+        let t0 = Instant::now();
+        let chunk = |ms: u64| {
+            TapEvent::Data(
+                Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n"),
+                t0 + Duration::from_millis(ms),
+            )
+        };
+        let ex = run(vec![
+            head_with(
+                200,
+                &[
+                    ("content-type", "text/event-stream"),
+                    ("x-request-id", "req_abc"),
+                    ("apim-request-id", "4f0c"),
+                    ("x-ratelimit-remaining-tokens", "149984"),
+                    ("x-ratelimit-remaining-requests", "not a number"),
+                ],
+            ),
+            chunk(10),
+            chunk(15),
+            chunk(45),
+            TapEvent::Data(
+                Bytes::from_static(b"data: [DONE]\n\n"),
+                t0 + Duration::from_millis(50),
+            ),
+            end(Ending::Complete),
+        ]);
+        assert_eq!(ex.upstream.request_id.as_deref(), Some("req_abc"));
+        assert_eq!(ex.upstream.apim_request_id.as_deref(), Some("4f0c"));
+        assert_eq!(ex.upstream.ratelimit_remaining_tokens, Some(149_984));
+        assert_eq!(ex.upstream.ratelimit_remaining_requests, None);
+        assert_eq!(
+            ex.chunk_gaps_us,
+            vec![5_000, 30_000],
+            "one gap per chunk after the first; [DONE] is not a chunk"
+        );
+    }
+
+    #[test]
+    fn captured_content_comes_from_the_request_and_the_stream() {
+        let mut a = Assembly::new(start(), Limits::default(), Some(Arc::new(Redactor::none())));
+        a.apply(TapEvent::Request(RequestBody::Complete(
+            Bytes::from_static(
+                br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi!"}]}"#,
+            ),
+        )));
+        a.apply(head(200, "text/event-stream"));
+        a.apply(data(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"));
+        a.apply(data(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n"));
+        a.apply(end(Ending::Complete));
+        let content = a.finish().content.expect("captured");
+        assert_eq!(
+            content.input()[0].parts,
+            vec![crate::genai::content::Part::Text("Hi!".into())]
+        );
+        assert_eq!(
+            content.output()[0].parts,
+            vec![crate::genai::content::Part::Text("Hello".into())]
+        );
+        assert_eq!(content.output()[0].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            run(vec![end(Ending::Complete)]).content,
+            None,
+            "nothing without capture"
+        );
     }
 
     #[test]

@@ -39,16 +39,40 @@ pub enum Ending {
     Cancelled,
 }
 
+/// The response head, as far as observation needs it. Values are shared, not parsed, here.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub content_type: Option<HeaderValue>,
+    pub content_encoding: Option<HeaderValue>,
+    pub request_id: Option<HeaderValue>,
+    pub apim_request_id: Option<HeaderValue>,
+    pub region: Option<HeaderValue>,
+    pub ratelimit_remaining_tokens: Option<HeaderValue>,
+    pub ratelimit_remaining_requests: Option<HeaderValue>,
+}
+
+impl ResponseHead {
+    pub fn new(status: u16, headers: &HeaderMap) -> ResponseHead {
+        let get = |name: &str| headers.get(name).cloned();
+        ResponseHead {
+            status,
+            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
+            content_encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
+            request_id: get("x-request-id"),
+            apim_request_id: get("apim-request-id"),
+            region: get("x-ms-region"),
+            ratelimit_remaining_tokens: get("x-ratelimit-remaining-tokens"),
+            ratelimit_remaining_requests: get("x-ratelimit-remaining-requests"),
+        }
+    }
+}
+
 /// One observation, in the order the proxy saw it.
 #[derive(Debug)]
 pub enum TapEvent {
     Request(RequestBody),
-    ResponseHead {
-        status: u16,
-        content_type: Option<HeaderValue>,
-        content_encoding: Option<HeaderValue>,
-        at: Instant,
-    },
+    ResponseHead(Box<ResponseHead>),
     Data(Bytes, Instant),
     End {
         ending: Ending,
@@ -91,12 +115,9 @@ impl Tap {
     }
 
     pub fn response_head(&mut self, status: u16, headers: &HeaderMap) {
-        self.send(TapEvent::ResponseHead {
-            status,
-            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
-            content_encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
-            at: Instant::now(),
-        });
+        self.send(TapEvent::ResponseHead(Box::new(ResponseHead::new(
+            status, headers,
+        ))));
     }
 
     fn data(&mut self, data: &Bytes) {

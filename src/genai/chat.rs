@@ -1,18 +1,25 @@
-//! Chat Completions (`POST …/chat/completions`): request parameters, response facts, and the
-//! assembly of a streamed response from its chunks.
+//! Chat Completions (`…/chat/completions`) and legacy Completions (`…/completions`), which share
+//! a wire shape: request parameters, response facts, and the assembly of a streamed response
+//! from its chunks (tool-call deltas included).
 //!
 //! Owns: the OpenAI chat wire format, read leniently (unknown fields skipped, mistyped fields
-//! reported by name). Does not: decode SSE framing (`sse`) or decide what is exported.
+//! reported by name). Does not: decode SSE framing (`sse`), or turn content into the conventions'
+//! message form (`content`); streamed text is only collected when asked to.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::json::{self, Code, Field, List, Obj, Strings};
-use crate::exchange::{ApiError, RequestFacts, ResponseFacts, Usage};
+use serde::de::MapAccess;
 
-/// Choice indexes above this are treated as hostile rather than allocated for.
-const MAX_CHOICES: usize = 1024;
+use super::ResponseSummary;
+use super::content::{Message, Part};
+use super::json::{self, Code, Field, Lenient, List, Obj, Strings};
+use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
+
+/// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
+const MAX_INDEX: usize = 1024;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -31,6 +38,9 @@ struct RequestWire {
     stream_options: Field<Obj<StreamOptionsWire>>,
     response_format: Field<Obj<ResponseFormatWire>>,
     service_tier: Field<String>,
+    tools: Field<List<Obj<ToolWire>>>,
+    /// The deprecated form of `tools`.
+    functions: Field<List<Obj<FunctionWire>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,6 +54,20 @@ struct StreamOptionsWire {
 struct ResponseFormatWire {
     #[serde(rename = "type")]
     kind: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolWire {
+    #[serde(rename = "type")]
+    kind: Field<String>,
+    function: Field<Obj<FunctionWire>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FunctionWire {
+    name: Field<String>,
 }
 
 /// Reads the request parameters. The second value names what could not be read, if anything:
@@ -66,6 +90,20 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
     let max_tokens = take!(max_tokens);
     let stream_options = take!(stream_options);
     let response_format = take!(response_format);
+    let mut tools: Vec<String> = take!(tools)
+        .map(|t| {
+            t.0.into_iter()
+                .filter_map(|Obj(tool)| {
+                    let function = tool.function.get().and_then(|f| f.0.name.get());
+                    // Built-in tools have a type and no function name.
+                    function.or_else(|| tool.kind.get())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(functions) = take!(functions) {
+        tools.extend(functions.0.into_iter().filter_map(|Obj(f)| f.name.get()));
+    }
     let facts = RequestFacts {
         model: take!(model),
         max_tokens: max_completion_tokens.or(max_tokens),
@@ -84,14 +122,16 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
             .and_then(|f| f.0.kind.get())
             .and_then(|kind| output_type(&kind)),
         service_tier: take!(service_tier),
+        tools,
+        ..RequestFacts::default()
     };
     let issue =
         (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
     (facts, issue)
 }
 
-/// `response_format.type` to `gen_ai.output.type`.
-fn output_type(kind: &str) -> Option<&'static str> {
+/// `response_format.type` (or Responses `text.format.type`) to `gen_ai.output.type`.
+pub(crate) fn output_type(kind: &str) -> Option<&'static str> {
     match kind {
         "text" => Some("text"),
         "json_object" | "json_schema" => Some("json"),
@@ -137,16 +177,97 @@ impl From<UsageWire> for Usage {
     }
 }
 
+/// A tool call in a message or a stream delta. In deltas, `index` says which call a fragment
+/// continues; the first fragment brings `id` and the name, later ones more `arguments`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolCallWire<'a> {
+    index: Field<i64>,
+    #[serde(borrow)]
+    id: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Field<Obj<FunctionCallWire<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FunctionCallWire<'a> {
+    #[serde(borrow)]
+    name: Field<Cow<'a, str>>,
+    /// Kept raw: only unescaped when content is captured.
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A complete `message` or a stream `delta`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MessageWire<'a> {
+    #[serde(borrow)]
+    role: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Field<List<Obj<ToolCallWire<'a>>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FilterCategoryWire {
+    filtered: Field<bool>,
+    detected: Field<bool>,
+}
+
+/// Azure's `content_filter_results`: `{category: {filtered, detected?, severity?}}`, read as the
+/// categories that were filtered or detected.
+#[derive(Debug, Default)]
+struct FilterResults {
+    filtered: bool,
+    flagged: Vec<String>,
+}
+
+impl<'de> Lenient<'de> for FilterResults {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut out = FilterResults::default();
+        while let Some(category) = map.next_key::<Cow<'de, str>>()? {
+            let Some(Obj(c)) = map.next_value::<Field<Obj<FilterCategoryWire>>>()?.get() else {
+                continue;
+            };
+            let filtered = c.filtered.get().unwrap_or(false);
+            out.filtered |= filtered;
+            if filtered || c.detected.get().unwrap_or(false) {
+                out.flagged.push(category.into_owned());
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PromptFilterWire {
+    content_filter_results: Field<FilterResults>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ChoiceWire<'a> {
     index: Field<i64>,
+    content_filter_results: Field<FilterResults>,
     #[serde(borrow)]
     finish_reason: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Field<Obj<MessageWire<'a>>>,
+    #[serde(borrow)]
+    delta: Field<Obj<MessageWire<'a>>>,
+    /// Legacy completions carry their output here.
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
 }
 
-/// A non-streaming response body and a stream chunk share this shape (chunks carry `delta`
-/// where bodies carry `message`, neither of which is read here).
+/// A non-streaming response body and a stream chunk share this shape.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct CompletionWire<'a> {
@@ -162,53 +283,107 @@ struct CompletionWire<'a> {
     choices: Field<List<Obj<ChoiceWire<'a>>>>,
     usage: Field<Obj<UsageWire>>,
     error: Field<Obj<ApiErrorWire>>,
+    prompt_filter_results: Field<List<Obj<PromptFilterWire>>>,
 }
 
-/// Reads a complete (non-streaming) chat completion.
-pub fn parse_response(body: &[u8]) -> (ResponseFacts, Option<String>) {
-    let mut stream = ChatStream::default();
+/// Reads a complete (non-streaming) response; with `capture`, its output messages too.
+pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
+    let mut stream = ChatStream::new(capture);
     match json::parse_object::<CompletionWire<'_>>(body) {
         Ok(w) => {
             stream.apply(w);
-            let summary = stream.finish();
-            (summary.facts, None)
+            let mut summary = stream.finish();
+            summary.done = true;
+            summary
         }
-        Err(e) => (ResponseFacts::default(), Some(e)),
+        Err(e) => ResponseSummary {
+            issue: Some(e),
+            ..ResponseSummary::default()
+        },
     }
 }
 
-/// What a finished stream amounted to.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StreamSummary {
-    pub facts: ResponseFacts,
-    /// An in-stream `{"error": …}` chunk.
-    pub error: Option<ApiError>,
-    /// The `[DONE]` sentinel arrived.
-    pub done: bool,
-    /// Data events other than `[DONE]`.
-    pub chunks: u64,
-    /// The first chunk that could not be read, described without its content.
-    pub issue: Option<String>,
+#[derive(Debug, Default)]
+struct ToolCallState {
+    id: Option<String>,
+    name: Option<String>,
+    arguments: String,
 }
 
-/// Assembles a streamed chat completion from its chunks' data, however many there are.
+#[derive(Debug, Default)]
+struct ChoiceState {
+    finish_reason: Option<String>,
+    role: Option<String>,
+    text: String,
+    tool_calls: Vec<ToolCallState>,
+}
+
+/// Assembles a streamed chat (or legacy) completion from its chunks' data.
 #[derive(Debug, Default)]
 pub struct ChatStream {
+    capture: bool,
     facts: ResponseFacts,
-    /// Finish reason per choice index; `None` until that choice finishes.
-    finish: Vec<Option<String>>,
+    choices: Vec<ChoiceState>,
     error: Option<ApiError>,
     done: bool,
     chunks: u64,
     issue: Option<String>,
+    filter: Option<ContentFilter>,
 }
 
 impl ChatStream {
-    /// Feeds one SSE event's data.
-    pub fn push(&mut self, data: &[u8]) {
+    fn note_filter(&mut self, results: Field<FilterResults>) {
+        let Some(results) = results.get() else {
+            return;
+        };
+        let filter = self.filter.get_or_insert_with(ContentFilter::default);
+        filter.filtered |= results.filtered;
+        for category in results.flagged {
+            if !filter.categories.contains(&category) {
+                filter.categories.push(category);
+            }
+        }
+    }
+}
+
+/// A JSON string value, unescaped; anything else (or `null`) is nothing.
+fn raw_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    raw.and_then(|r| {
+        serde_json::from_str::<Option<Cow<'_, str>>>(r.get())
+            .ok()
+            .flatten()
+    })
+}
+
+fn bounded(index: Field<i64>, position: usize) -> Option<usize> {
+    let index = index
+        .get()
+        .and_then(|i| usize::try_from(i).ok())
+        .unwrap_or(position);
+    (index < MAX_INDEX).then_some(index)
+}
+
+fn slot<T: Default>(items: &mut Vec<T>, index: usize) -> &mut T {
+    if items.len() <= index {
+        items.resize_with(index + 1, T::default);
+    }
+    &mut items[index]
+}
+
+impl ChatStream {
+    /// With `capture`, streamed text and tool-call arguments are collected for content capture.
+    pub fn new(capture: bool) -> Self {
+        ChatStream {
+            capture,
+            ..ChatStream::default()
+        }
+    }
+
+    /// Feeds one SSE event's data. Returns whether it was an output chunk (not `[DONE]`).
+    pub fn push(&mut self, data: &[u8]) -> bool {
         if data == b"[DONE]" {
             self.done = true;
-            return;
+            return false;
         }
         self.chunks += 1;
         match json::parse_object::<CompletionWire<'_>>(data) {
@@ -219,6 +394,7 @@ impl ChatStream {
                 }
             }
         }
+        true
     }
 
     fn apply(&mut self, w: CompletionWire<'_>) {
@@ -233,23 +409,66 @@ impl ChatStream {
         first(&mut self.facts.model, w.model);
         first(&mut self.facts.system_fingerprint, w.system_fingerprint);
         first(&mut self.facts.service_tier, w.service_tier);
-        if let Some(choices) = w.choices.get() {
-            for (position, Obj(choice)) in choices.0.into_iter().enumerate() {
-                let index = choice
-                    .index
-                    .get()
-                    .and_then(|i| usize::try_from(i).ok())
-                    .unwrap_or(position);
-                if index >= MAX_CHOICES {
-                    self.issue
-                        .get_or_insert_with(|| format!("choice index {index} out of range"));
+        for Obj(prompt) in w
+            .prompt_filter_results
+            .get()
+            .map(|l| l.0)
+            .unwrap_or_default()
+        {
+            self.note_filter(prompt.content_filter_results);
+        }
+        for (position, Obj(choice)) in w
+            .choices
+            .get()
+            .map(|c| c.0)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let Some(index) = bounded(choice.index, position) else {
+                self.issue
+                    .get_or_insert_with(|| "choice index out of range".to_owned());
+                continue;
+            };
+            let capture = self.capture;
+            self.note_filter(choice.content_filter_results);
+            let state = slot(&mut self.choices, index);
+            if let Some(reason) = choice.finish_reason.get() {
+                state.finish_reason = Some(reason.into_owned());
+            }
+            if capture && let Some(text) = raw_str(choice.text) {
+                state.text.push_str(&text);
+            }
+            let Some(Obj(message)) = choice.message.get().or(choice.delta.get()) else {
+                continue;
+            };
+            if capture {
+                if let Some(role) = message.role.get() {
+                    state.role = Some(role.into_owned());
+                }
+                if let Some(text) = raw_str(message.content) {
+                    state.text.push_str(&text);
+                }
+                if let Some(refusal) = raw_str(message.refusal) {
+                    state.text.push_str(&refusal);
+                }
+            }
+            let calls = message.tool_calls.get().map(|l| l.0).unwrap_or_default();
+            for (position, Obj(call)) in calls.into_iter().enumerate() {
+                let Some(index) = bounded(call.index, position) else {
                     continue;
+                };
+                let call_state = slot(&mut state.tool_calls, index);
+                if call_state.id.is_none() {
+                    call_state.id = call.id.get().map(Cow::into_owned);
                 }
-                if self.finish.len() <= index {
-                    self.finish.resize(index + 1, None);
-                }
-                if let Some(reason) = choice.finish_reason.get() {
-                    self.finish[index] = Some(reason.into_owned());
+                if let Some(Obj(function)) = call.function.get() {
+                    if call_state.name.is_none() {
+                        call_state.name = function.name.get().map(Cow::into_owned);
+                    }
+                    if capture && let Some(args) = raw_str(function.arguments) {
+                        call_state.arguments.push_str(&args);
+                    }
                 }
             }
         }
@@ -261,26 +480,64 @@ impl ChatStream {
         }
     }
 
-    pub fn finish(mut self) -> StreamSummary {
+    pub fn finish(mut self) -> ResponseSummary {
         // A choice that started but never finished ended in error, per the conventions.
         self.facts.finish_reasons = self
-            .finish
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| "error".to_owned()))
+            .choices
+            .iter()
+            .map(|c| {
+                c.finish_reason
+                    .clone()
+                    .unwrap_or_else(|| "error".to_owned())
+            })
             .collect();
-        StreamSummary {
+        self.facts.tool_calls = self
+            .choices
+            .iter()
+            .flat_map(|c| c.tool_calls.iter().filter_map(|t| t.name.clone()))
+            .collect();
+        let output = if self.capture {
+            self.choices
+                .into_iter()
+                .map(|c| {
+                    let mut parts = Vec::new();
+                    if !c.text.is_empty() {
+                        parts.push(Part::Text(c.text));
+                    }
+                    for call in c.tool_calls {
+                        parts.push(Part::ToolCall {
+                            id: call.id,
+                            name: call.name.unwrap_or_default(),
+                            arguments: (!call.arguments.is_empty()).then_some(call.arguments),
+                        });
+                    }
+                    Message {
+                        role: c.role.unwrap_or_else(|| "assistant".to_owned()),
+                        parts,
+                        name: None,
+                        finish_reason: Some(c.finish_reason.unwrap_or_else(|| "error".to_owned())),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ResponseSummary {
             facts: self.facts,
             error: self.error,
+            issue: self.issue,
             done: self.done,
             chunks: self.chunks,
-            issue: self.issue,
+            output,
+            content_filter: self.filter,
+            conversation_id: None,
         }
     }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ApiErrorWire {
+pub(crate) struct ApiErrorWire {
     code: Field<Code>,
     #[serde(rename = "type")]
     kind: Field<String>,
@@ -312,6 +569,7 @@ pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::genai::sse::SseDecoder;
     use proptest::prelude::*;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -339,8 +597,17 @@ mod tests {
                 include_usage: true,
                 output_type: Some("json"),
                 service_tier: Some("default".into()),
+                ..RequestFacts::default()
             }
         );
+    }
+
+    #[test]
+    fn tool_definitions_are_named_including_built_ins_and_legacy_functions() {
+        let (facts, _) = parse_request(&fixture("chat_request_tools.json"));
+        assert_eq!(facts.tools, vec!["get_weather", "get_time", "web_search"]);
+        let (facts, _) = parse_request(br#"{"model":"m","functions":[{"name":"old_style"}]}"#);
+        assert_eq!(facts.tools, vec!["old_style"]);
     }
 
     #[test]
@@ -375,10 +642,10 @@ mod tests {
 
     #[test]
     fn response_facts_from_a_complete_body() {
-        let (facts, issue) = parse_response(&fixture("chat_response.json"));
-        assert_eq!(issue, None);
+        let summary = parse_response(&fixture("chat_response.json"), false);
+        assert_eq!(summary.issue, None);
         assert_eq!(
-            facts,
+            summary.facts,
             ResponseFacts {
                 id: Some("chatcmpl-abc123".into()),
                 model: Some("gpt-4o-mini-2024-07-18".into()),
@@ -391,36 +658,70 @@ mod tests {
                 },
                 system_fingerprint: Some("fp_44709d6fcb".into()),
                 service_tier: Some("default".into()),
+                ..ResponseFacts::default()
             }
+        );
+        assert!(summary.output.is_empty(), "no content unless captured");
+    }
+
+    #[test]
+    fn complete_body_with_tool_calls_and_captured_output() {
+        let summary = parse_response(&fixture("chat_response_tools.json"), true);
+        assert_eq!(summary.facts.finish_reasons, vec!["tool_calls"]);
+        assert_eq!(summary.facts.tool_calls, vec!["get_weather", "get_time"]);
+        assert_eq!(summary.output.len(), 1);
+        assert_eq!(
+            summary.output[0].parts,
+            vec![
+                Part::ToolCall {
+                    id: Some("call_1".into()),
+                    name: "get_weather".into(),
+                    arguments: Some(r#"{"city":"Paris"}"#.into())
+                },
+                Part::ToolCall {
+                    id: Some("call_2".into()),
+                    name: "get_time".into(),
+                    arguments: Some(r#"{"tz":"Europe/Paris"}"#.into())
+                },
+            ]
         );
     }
 
     #[test]
     fn choices_out_of_order_are_reported_in_index_order() {
-        let (facts, _) = parse_response(
+        let summary = parse_response(
             br#"{"choices":[{"index":1,"finish_reason":"length"},{"index":0,"finish_reason":"stop"}]}"#,
+            false,
         );
-        assert_eq!(facts.finish_reasons, vec!["stop", "length"]);
+        assert_eq!(summary.facts.finish_reasons, vec!["stop", "length"]);
     }
 
-    fn stream_events(bytes: &[u8]) -> Vec<Vec<u8>> {
-        let mut d = super::super::sse::SseDecoder::new(1 << 20);
-        let mut out = Vec::new();
-        d.push(bytes, &mut |e| out.push(e.data.to_vec()));
-        out
+    #[test]
+    fn legacy_completion_text_is_captured() {
+        let summary = parse_response(
+            br#"{"id":"cmpl-1","object":"text_completion","model":"gpt-3.5-turbo-instruct","choices":[{"text":"\n\nThis is","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+            true,
+        );
+        assert_eq!(summary.facts.finish_reasons, vec!["length"]);
+        assert_eq!(summary.facts.usage.output_tokens, Some(7));
+        assert_eq!(
+            summary.output[0].parts,
+            vec![Part::Text("\n\nThis is".into())]
+        );
     }
 
-    fn summarize(bytes: &[u8]) -> StreamSummary {
-        let mut s = ChatStream::default();
-        for data in stream_events(bytes) {
-            s.push(&data);
-        }
+    fn summarize(bytes: &[u8], capture: bool) -> ResponseSummary {
+        let mut d = SseDecoder::new(1 << 20);
+        let mut s = ChatStream::new(capture);
+        d.push(bytes, &mut |e| {
+            s.push(e.data);
+        });
         s.finish()
     }
 
     #[test]
     fn stream_with_usage_is_assembled() {
-        let summary = summarize(&fixture("chat_stream_usage.sse"));
+        let summary = summarize(&fixture("chat_stream_usage.sse"), true);
         assert!(summary.done);
         assert_eq!(summary.issue, None);
         assert_eq!(summary.chunks, 5);
@@ -433,11 +734,53 @@ mod tests {
         assert_eq!(summary.facts.usage.input_tokens, Some(12));
         assert_eq!(summary.facts.usage.output_tokens, Some(3));
         assert_eq!(summary.facts.system_fingerprint.as_deref(), Some("fp_1"));
+        assert_eq!(
+            summary.output,
+            vec![Message {
+                role: "assistant".into(),
+                parts: vec![Part::Text("Hello there\n\"friend\"".into())],
+                name: None,
+                finish_reason: Some("stop".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn tool_call_deltas_are_assembled_across_chunks() {
+        let summary = summarize(&fixture("chat_stream_tools.sse"), true);
+        assert_eq!(summary.facts.finish_reasons, vec!["tool_calls"]);
+        assert_eq!(summary.facts.tool_calls, vec!["get_weather", "get_time"]);
+        assert_eq!(
+            summary.output[0].parts,
+            vec![
+                Part::ToolCall {
+                    id: Some("call_a".into()),
+                    name: "get_weather".into(),
+                    arguments: Some(r#"{"city": "Paris"}"#.into())
+                },
+                Part::ToolCall {
+                    id: Some("call_b".into()),
+                    name: "get_time".into(),
+                    arguments: Some(r#"{"tz": "CET"}"#.into())
+                },
+            ]
+        );
+        let without = summarize(&fixture("chat_stream_tools.sse"), false);
+        assert_eq!(without.facts.tool_calls, vec!["get_weather", "get_time"]);
+        assert!(without.output.is_empty());
+    }
+
+    #[test]
+    fn several_choices_each_finish_in_order() {
+        let summary = summarize(&fixture("chat_stream_n2.sse"), true);
+        assert_eq!(summary.facts.finish_reasons, vec!["stop", "length"]);
+        assert_eq!(summary.output.len(), 2);
+        assert_eq!(summary.output[1].parts, vec![Part::Text("B1 B2".into())]);
     }
 
     #[test]
     fn azure_prompt_filter_chunk_with_empty_id_does_not_win() {
-        let summary = summarize(&fixture("chat_stream_azure.sse"));
+        let summary = summarize(&fixture("chat_stream_azure.sse"), false);
         assert_eq!(summary.facts.id.as_deref(), Some("chatcmpl-az1"));
         assert_eq!(summary.facts.model.as_deref(), Some("gpt-4o-2024-11-20"));
         assert_eq!(summary.facts.finish_reasons, vec!["stop"]);
@@ -445,9 +788,38 @@ mod tests {
     }
 
     #[test]
+    fn azure_content_filter_results_are_summed_up() {
+        let summary = summarize(&fixture("chat_stream_azure.sse"), false);
+        assert_eq!(
+            summary.content_filter,
+            Some(ContentFilter {
+                filtered: false,
+                categories: vec![]
+            })
+        );
+        let summary = parse_response(
+            br#"{"id":"x","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},"jailbreak":{"filtered":false,"detected":true}}}],"choices":[{"index":0,"finish_reason":"content_filter","content_filter_results":{"violence":{"filtered":true,"severity":"high"},"hate":{"filtered":false,"severity":"safe"}}}]}"#,
+            false,
+        );
+        assert_eq!(
+            summary.content_filter,
+            Some(ContentFilter {
+                filtered: true,
+                categories: vec!["jailbreak".into(), "violence".into()]
+            })
+        );
+        assert_eq!(summary.facts.finish_reasons, vec!["content_filter"]);
+        assert_eq!(
+            parse_response(&fixture("chat_response.json"), false).content_filter,
+            None
+        );
+    }
+
+    #[test]
     fn unfinished_choice_reports_error_and_bad_chunk_is_described() {
         let summary = summarize(
             b"data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{}},{\"index\":1,\"finish_reason\":\"stop\"}]}\n\ndata: {oops\n\n",
+            false,
         );
         assert_eq!(summary.facts.finish_reasons, vec!["error", "stop"]);
         assert_eq!(
@@ -461,6 +833,7 @@ mod tests {
     fn in_stream_error_is_kept() {
         let summary = summarize(
             b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":null}}\n\n",
+            false,
         );
         assert_eq!(
             summary.error,
@@ -472,9 +845,12 @@ mod tests {
     }
 
     #[test]
-    fn hostile_choice_index_is_not_allocated() {
-        let summary = summarize(b"data: {\"choices\":[{\"index\":4000000000}]}\n\n");
-        assert!(summary.facts.finish_reasons.is_empty());
+    fn hostile_indexes_are_not_allocated() {
+        let summary = summarize(
+            b"data: {\"choices\":[{\"index\":4000000000},{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":99999999}]}}]}\n\n",
+            true,
+        );
+        assert_eq!(summary.facts.finish_reasons, vec!["error"]);
         assert!(summary.issue.unwrap().contains("out of range"));
     }
 
@@ -491,16 +867,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn stream_summary_does_not_depend_on_chunk_boundaries(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16)) {
-            let bytes = fixture("chat_stream_usage.sse");
-            let whole = summarize(&bytes);
+        fn stream_summary_does_not_depend_on_chunk_boundaries(
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16),
+            which in 0usize..3,
+        ) {
+            let bytes = fixture(["chat_stream_usage.sse", "chat_stream_tools.sse", "chat_stream_n2.sse"][which]);
+            let whole = summarize(&bytes, true);
             let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
             cuts.sort_unstable();
-            let mut decoder = super::super::sse::SseDecoder::new(1 << 20);
-            let mut stream = ChatStream::default();
+            let mut decoder = SseDecoder::new(1 << 20);
+            let mut stream = ChatStream::new(true);
             let mut at = 0;
             for c in cuts.into_iter().chain([bytes.len()]) {
-                decoder.push(&bytes[at..c], &mut |e| stream.push(e.data));
+                decoder.push(&bytes[at..c], &mut |e| { stream.push(e.data); });
                 at = c;
             }
             prop_assert_eq!(stream.finish(), whole);

@@ -8,13 +8,13 @@
 
 pub mod body;
 pub mod hop;
+pub mod route;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 
@@ -26,81 +26,8 @@ use crate::observer::{Observer, Start};
 use crate::stats::Stats;
 use crate::tap::{Ending, TapBody, TapEvent};
 pub use body::{ProxyBody, UpstreamBody};
-
-/// The upstream every request is forwarded to.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
-    /// The URL's path without its trailing slash; client paths are appended to it.
-    base_path: String,
-    target: Target,
-}
-
-impl Upstream {
-    pub fn new(url: &str, provider: Option<&str>) -> Result<Upstream, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
-            .cloned()
-            .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("{url:?} has no host"))?;
-        if uri.query().is_some() {
-            return Err(format!("{url:?} must not carry a query string"));
-        }
-        let port = authority
-            .port_u16()
-            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        Ok(Upstream {
-            target: Target {
-                provider: provider.unwrap_or("openai").into(),
-                host: host.into(),
-                port,
-            },
-            scheme,
-            base_path: uri.path().trim_end_matches('/').to_owned(),
-            authority,
-        })
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
-    /// The upstream URI for a client's path and query.
-    fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, Refusal> {
-        if !pq.path().starts_with('/') || has_dot_segment(pq.path()) {
-            return Err(Refusal::BadPath);
-        }
-        let mut joined = String::with_capacity(self.base_path.len() + pq.as_str().len());
-        joined.push_str(&self.base_path);
-        joined.push_str(pq.as_str());
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(joined)
-            .build()
-            .map_err(|_| Refusal::BadPath)
-    }
-}
-
-/// `.` or `..` segments, plain or percent-encoded: they could climb out of the base path.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
-}
+use route::Unroutable;
+pub use route::{Router, Upstream};
 
 /// Requests the proxy answers itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +38,17 @@ enum Refusal {
     AbsoluteForm,
     /// A target that is not a plain absolute path, or that climbs with dot segments.
     BadPath,
+    /// No route matches the path and there is no default upstream.
+    NoRoute,
+}
+
+impl From<Unroutable> for Refusal {
+    fn from(u: Unroutable) -> Self {
+        match u {
+            Unroutable::BadPath => Refusal::BadPath,
+            Unroutable::NoRoute => Refusal::NoRoute,
+        }
+    }
 }
 
 impl Refusal {
@@ -130,6 +68,11 @@ impl Refusal {
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
                 "genai-tap refuses request paths with dot segments or without a leading slash",
+            ),
+            Refusal::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "genai-tap has no upstream configured for this path",
             ),
         };
         json_error(status, "invalid_request_error", code, message)
@@ -206,10 +149,10 @@ fn classify_body_error(e: &hyper::Error) -> TransportError {
     classify(e)
 }
 
-/// Forwards requests to one upstream, observing the GenAI ones.
+/// Forwards requests to the configured upstreams, observing the GenAI ones.
 #[derive(Debug)]
 pub struct Proxy {
-    upstream: Upstream,
+    router: Router,
     client: Client<Connector, UpstreamBody>,
     response_timeout: Duration,
     max_body: usize,
@@ -220,14 +163,14 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         config: &Config,
-        upstream: Upstream,
+        router: Router,
         observer: Observer,
         stats: Arc<Stats>,
     ) -> Result<Proxy, ClientError> {
         let u = &config.upstream;
         let connector = client::connector(u.ca_file.as_deref(), u.connect_timeout.0)?;
         Ok(Proxy {
-            upstream,
+            router,
             client: client::pooled(connector, u.pool_idle_timeout.0),
             response_timeout: u.response_timeout.0,
             max_body: config.limits.max_observed_body.0,
@@ -236,12 +179,9 @@ impl Proxy {
         })
     }
 
-    /// The upstream base URL, for log lines.
+    /// Every upstream, for log lines.
     pub fn upstream_display(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.upstream.scheme, self.upstream.authority, self.upstream.base_path
-        )
+        self.router.describe().join(", ")
     }
 
     pub fn observer(&self) -> &Observer {
@@ -256,31 +196,32 @@ impl Proxy {
         let arrived = Instant::now();
         let wall = SystemTime::now();
         Stats::incr(&self.stats.requests);
-        let uri = match self.admit(&req) {
-            Ok(uri) => uri,
+        let routed = match self.admit(&req) {
+            Ok(routed) => routed,
             Err(refusal) => {
                 Stats::incr(&self.stats.refused);
                 return refusal.response();
             }
         };
         let client_version = req.version();
-        let detected = genai::detect(req.method(), req.uri().path())
-            .map(|d| (d.operation, d.deployment.map(str::to_owned)));
+        let detected = genai::detect(req.method(), &routed.path)
+            .map(|d| (d.api, d.deployment.map(str::to_owned)));
+        let target = routed.upstream.target(routed.uri.path());
         let (mut parts, body) = req.into_parts();
         hop::strip(&mut parts.headers);
         // The client named the proxy; the upstream gets its own name (from the URI).
         parts.headers.remove(header::HOST);
-        parts.uri = uri;
+        parts.uri = routed.uri;
         parts.version = Version::HTTP_11;
 
         let (body, mut tap) = match detected {
             None => (UpstreamBody::streaming(body), None),
-            Some((operation, deployment)) => {
+            Some((api, deployment)) => {
                 Stats::incr(&self.stats.observed);
                 let mut tap = self.observer.begin(Start {
-                    operation,
+                    api,
                     deployment,
-                    target: self.upstream.target.clone(),
+                    target: target.clone(),
                     arrived,
                     wall,
                 });
@@ -337,11 +278,11 @@ impl Proxy {
         if let Some(tap) = tap.as_mut() {
             tap.end(Ending::Failed(failure));
         }
-        gateway_error(failure, &self.upstream.target)
+        gateway_error(failure, &target)
     }
 
-    /// The upstream URI for an acceptable request, or why it is refused.
-    fn admit(&self, req: &Request<Incoming>) -> Result<Uri, Refusal> {
+    /// Where an acceptable request goes, or why it is refused.
+    fn admit(&self, req: &Request<Incoming>) -> Result<route::Routed<'_>, Refusal> {
         if req.method() == Method::CONNECT {
             return Err(Refusal::Connect);
         }
@@ -350,63 +291,13 @@ impl Proxy {
         if req.version() < Version::HTTP_2 && req.uri().scheme().is_some() {
             return Err(Refusal::AbsoluteForm);
         }
-        let pq = req.uri().path_and_query().ok_or(Refusal::BadPath)?;
-        self.upstream.uri_for(pq)
+        Ok(self.router.route(req.uri().path(), req.uri().query())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_base_path_is_joined_with_the_client_path_and_query() {
-        let u = Upstream::new("https://x.services.ai.azure.com/openai/v1/", None).unwrap();
-        let uri = u
-            .uri_for(&PathAndQuery::from_static(
-                "/chat/completions?api-version=2024-10-21",
-            ))
-            .unwrap();
-        assert_eq!(
-            uri.to_string(),
-            "https://x.services.ai.azure.com/openai/v1/chat/completions?api-version=2024-10-21"
-        );
-        assert_eq!(u.target().port, 443);
-        assert_eq!(&*u.target().host, "x.services.ai.azure.com");
-        assert_eq!(&*u.target().provider, "openai");
-    }
-
-    #[test]
-    fn plain_http_upstream_with_port_and_configured_provider() {
-        let u = Upstream::new("http://127.0.0.1:8000", Some("azure.ai.openai")).unwrap();
-        let uri = u.uri_for(&PathAndQuery::from_static("/v1/models")).unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:8000/v1/models");
-        assert_eq!(u.target().port, 8000);
-        assert_eq!(&*u.target().provider, "azure.ai.openai");
-    }
-
-    #[test]
-    fn dot_segments_are_refused_plain_and_encoded() {
-        let u = Upstream::new("https://x.example/openai/v1", None).unwrap();
-        for bad in ["/../admin", "/a/./b", "/%2e%2e/admin", "/a/%2E%2e", "/.."] {
-            assert_eq!(
-                u.uri_for(&PathAndQuery::try_from(bad).unwrap()),
-                Err(Refusal::BadPath),
-                "{bad}"
-            );
-        }
-        assert!(
-            u.uri_for(&PathAndQuery::from_static("/v1/files/..x"))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn upstream_urls_that_cannot_be_forwarded_to_are_rejected() {
-        assert!(Upstream::new("ftp://x", None).is_err());
-        assert!(Upstream::new("https://x/?a=b", None).is_err());
-        assert!(Upstream::new("/relative", None).is_err());
-    }
 
     #[test]
     fn io_errors_in_the_source_chain_are_classified() {

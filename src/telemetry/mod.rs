@@ -45,6 +45,7 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     pipelines: Vec<Pipeline>,
+    content: span::ContentSettings,
     scope: InstrumentationScope,
     ids: RandomIdGenerator,
     /// Where each destination goes, for the start-up log line.
@@ -53,6 +54,7 @@ struct Inner {
 
 /// Assembles a [`Telemetry`] from exporters.
 pub struct TelemetryBuilder {
+    content: span::ContentSettings,
     resource: Resource,
     settings: BatchSettings,
     stats: Arc<Stats>,
@@ -79,10 +81,17 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Where captured content goes (nowhere by default).
+    pub fn content(mut self, settings: span::ContentSettings) -> Self {
+        self.content = settings;
+        self
+    }
+
     pub fn build(self) -> Telemetry {
         Telemetry {
             inner: Arc::new(Inner {
                 pipelines: self.pipelines,
+                content: self.content,
                 scope: InstrumentationScope::builder("genai-tap")
                     .with_version(env!("CARGO_PKG_VERSION"))
                     .with_schema_url(semconv::SCHEMA_URL)
@@ -101,6 +110,7 @@ impl Telemetry {
         stats: Arc<Stats>,
     ) -> TelemetryBuilder {
         TelemetryBuilder {
+            content: span::ContentSettings::default(),
             resource,
             settings,
             stats,
@@ -111,7 +121,8 @@ impl Telemetry {
 
     /// The destinations the configuration asks for.
     pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, TelemetryError> {
-        let mut builder = Telemetry::builder(resource(config), batch_settings(config), stats);
+        let mut builder = Telemetry::builder(resource(config), batch_settings(config), stats)
+            .content(content_settings(config));
         for kind in config.exporters() {
             builder = match kind {
                 ExporterKind::Otlp => {
@@ -151,6 +162,7 @@ impl Telemetry {
             self.inner.ids.new_trace_id(),
             self.inner.ids.new_span_id(),
             &self.inner.scope,
+            self.inner.content,
         );
         for p in rest {
             p.offer(data.clone());
@@ -199,6 +211,15 @@ pub fn resource(config: &Config) -> Resource {
         )
         .with_service_name(name)
         .build()
+}
+
+pub fn content_settings(config: &Config) -> span::ContentSettings {
+    let c = &config.capture;
+    span::ContentSettings {
+        on_span: c.enabled() && c.target.span(),
+        on_event: c.enabled() && c.target.event(),
+        max_bytes: c.max_bytes.0,
+    }
 }
 
 pub fn batch_settings(config: &Config) -> BatchSettings {

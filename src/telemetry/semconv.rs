@@ -42,3 +42,32 @@ pub const SERVICE_NAME: &str = "service.name";
 /// genai-tap's own attributes, for what the conventions have no name for.
 pub const GENAI_TAP_REQUEST_PARSE_ERROR: &str = "genai_tap.request.parse_error";
 pub const GENAI_TAP_RESPONSE_PARSE_ERROR: &str = "genai_tap.response.parse_error";
+
+pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
+pub const GEN_AI_REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_formats";
+pub const GEN_AI_EMBEDDINGS_DIMENSION_COUNT: &str = "gen_ai.embeddings.dimension.count";
+
+/// Opt-in content, JSON-encoded in the conventions' message form.
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+pub const GEN_AI_TOOL_DEFINITIONS: &str = "gen_ai.tool.definitions";
+
+/// The event that carries content when it is captured as an event.
+pub const GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS: &str =
+    "gen_ai.client.inference.operation.details";
+
+/// Names of the tools offered (not content: identifiers the developer chose).
+pub const GENAI_TAP_REQUEST_TOOLS: &str = "genai_tap.request.tools";
+/// Names of the tools the model called, in order.
+pub const GENAI_TAP_RESPONSE_TOOL_CALLS: &str = "genai_tap.response.tool_calls";
+/// Some captured content did not fit the byte budget and was cut.
+pub const GENAI_TAP_CONTENT_TRUNCATED: &str = "genai_tap.content.truncated";
+/// Azure content filtering: whether anything was filtered, and which categories were
+/// filtered or detected.
+pub const GENAI_TAP_CONTENT_FILTER_FILTERED: &str = "genai_tap.content_filter.filtered";
+pub const GENAI_TAP_CONTENT_FILTER_CATEGORIES: &str = "genai_tap.content_filter.categories";
+/// Request identifiers from the upstream's response headers, for support cases.
+pub const GENAI_TAP_UPSTREAM_REQUEST_ID: &str = "genai_tap.upstream.request_id";
+pub const GENAI_TAP_UPSTREAM_APIM_REQUEST_ID: &str = "genai_tap.upstream.apim_request_id";
+pub const GENAI_TAP_UPSTREAM_REGION: &str = "genai_tap.upstream.region";

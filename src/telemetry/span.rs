@@ -1,7 +1,9 @@
 //! An [`Exchange`] as a GenAI client span, named and attributed per the conventions.
 //!
-//! Owns: the mapping from observed facts to span name, kind, attributes, status and times.
-//! Does not: choose ids, sample, or export (see `telemetry`).
+//! Owns: the mapping from observed facts to span name, kind, attributes, status and times,
+//! and the content attributes (placed last, within one byte budget, so content can never push
+//! usage, model or error attributes out of a destination). Does not: choose ids, sample, or
+//! export (see `telemetry`).
 
 use std::borrow::Cow;
 
@@ -14,40 +16,55 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use super::semconv::*;
 use crate::exchange::{Exchange, Failure};
 use crate::genai::Operation;
+use crate::genai::content::{self, fit};
+use crate::redact::Content;
+
+/// Where captured content goes and how much of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContentSettings {
+    pub on_span: bool,
+    pub on_event: bool,
+    pub max_bytes: usize,
+}
 
 /// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone.
 pub fn name(ex: &Exchange) -> Cow<'static, str> {
-    let op = ex.operation.as_str();
+    let op = ex.api.operation().as_str();
     match &ex.request.model {
         Some(model) => Cow::Owned(format!("{op} {model}")),
         None => Cow::Borrowed(op),
     }
 }
 
+fn arc_str(s: &std::sync::Arc<str>) -> Value {
+    Value::String(StringValue::from(s.clone()))
+}
+
 /// The attributes known when the request arrives (samplers see these).
 pub fn start_attributes(ex: &Exchange) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(32);
-    attrs.push(KeyValue::new(GEN_AI_OPERATION_NAME, ex.operation.as_str()));
+    let mut attrs = Vec::with_capacity(40);
+    attrs.push(KeyValue::new(
+        GEN_AI_OPERATION_NAME,
+        ex.api.operation().as_str(),
+    ));
     attrs.push(KeyValue::new(
         GEN_AI_PROVIDER_NAME,
-        Value::String(StringValue::from(ex.target.provider.clone())),
+        arc_str(&ex.target.provider),
     ));
     if let Some(model) = &ex.request.model {
         attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()));
     }
-    attrs.push(KeyValue::new(
-        SERVER_ADDRESS,
-        Value::String(StringValue::from(ex.target.host.clone())),
-    ));
+    attrs.push(KeyValue::new(SERVER_ADDRESS, arc_str(&ex.target.host)));
     // Conditionally required whenever server.address is set, 443 included.
     attrs.push(KeyValue::new(SERVER_PORT, i64::from(ex.target.port)));
     attrs
 }
 
-fn push_all(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
+/// Every attribute but the start ones and content: request, response, outcome.
+pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     let req = &ex.request;
-    if ex.operation == Operation::Chat {
-        attrs.push(KeyValue::new(OPENAI_API_TYPE, "chat_completions"));
+    if let Some(t) = ex.api.openai_api_type() {
+        attrs.push(KeyValue::new(OPENAI_API_TYPE, t));
     }
     if req.stream {
         attrs.push(KeyValue::new(GEN_AI_REQUEST_STREAM, true));
@@ -80,6 +97,18 @@ fn push_all(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if let Some(tier) = req.service_tier.as_ref().filter(|t| *t != "auto") {
         attrs.push(KeyValue::new(OPENAI_REQUEST_SERVICE_TIER, tier.clone()));
     }
+    if let Some(id) = &req.conversation_id {
+        attrs.push(KeyValue::new(GEN_AI_CONVERSATION_ID, id.clone()));
+    }
+    if let Some(formats) = &req.encoding_formats {
+        attrs.push(KeyValue::new(
+            GEN_AI_REQUEST_ENCODING_FORMATS,
+            strings(formats),
+        ));
+    }
+    if !req.tools.is_empty() {
+        attrs.push(KeyValue::new(GENAI_TAP_REQUEST_TOOLS, strings(&req.tools)));
+    }
 
     let resp = &ex.response;
     for (key, value) in [
@@ -97,6 +126,17 @@ fn push_all(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
             GEN_AI_RESPONSE_FINISH_REASONS,
             strings(&resp.finish_reasons),
         ));
+    }
+    if !resp.tool_calls.is_empty() {
+        attrs.push(KeyValue::new(
+            GENAI_TAP_RESPONSE_TOOL_CALLS,
+            strings(&resp.tool_calls),
+        ));
+    }
+    if ex.api.operation() == Operation::Embeddings
+        && let Some(n) = req.dimensions.or(resp.embedding_dimensions)
+    {
+        attrs.push(KeyValue::new(GEN_AI_EMBEDDINGS_DIMENSION_COUNT, n));
     }
     let usage = &resp.usage;
     for (key, value) in [
@@ -121,6 +161,30 @@ fn push_all(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
             ttfc.as_secs_f64(),
         ));
     }
+    if let Some(filter) = &ex.content_filter {
+        attrs.push(KeyValue::new(
+            GENAI_TAP_CONTENT_FILTER_FILTERED,
+            filter.filtered,
+        ));
+        if !filter.categories.is_empty() {
+            attrs.push(KeyValue::new(
+                GENAI_TAP_CONTENT_FILTER_CATEGORIES,
+                strings(&filter.categories),
+            ));
+        }
+    }
+    for (key, value) in [
+        (GENAI_TAP_UPSTREAM_REQUEST_ID, &ex.upstream.request_id),
+        (
+            GENAI_TAP_UPSTREAM_APIM_REQUEST_ID,
+            &ex.upstream.apim_request_id,
+        ),
+        (GENAI_TAP_UPSTREAM_REGION, &ex.upstream.region),
+    ] {
+        if let Some(v) = value {
+            attrs.push(KeyValue::new(key, v.clone()));
+        }
+    }
     if let Some(status) = ex.status {
         attrs.push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
     }
@@ -142,6 +206,56 @@ fn strings(values: &[String]) -> Value {
             .map(|s| StringValue::from(s.clone()))
             .collect(),
     ))
+}
+
+/// The content attributes, JSON-encoded, sharing `budget` bytes fairly: small ones whole,
+/// the rest cut down to what is left (see [`content::fit`]).
+pub fn content_attributes(content: &Content, budget: usize) -> Vec<KeyValue> {
+    let mut values: Vec<(&'static str, serde_json::Value)> = vec![
+        (
+            GEN_AI_INPUT_MESSAGES,
+            content::messages_json(content.input()),
+        ),
+        (
+            GEN_AI_OUTPUT_MESSAGES,
+            content::messages_json(content.output()),
+        ),
+    ];
+    if !content.system_instructions().is_empty() {
+        values.push((
+            GEN_AI_SYSTEM_INSTRUCTIONS,
+            content::parts_json(content.system_instructions()),
+        ));
+    }
+    if !content.tools().is_empty() {
+        values.push((
+            GEN_AI_TOOL_DEFINITIONS,
+            content::tools_json(content.tools()),
+        ));
+    }
+    let sizes: Vec<usize> = values.iter().map(|(_, v)| v.to_string().len()).collect();
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by_key(|&i| sizes[i]);
+    let mut shares = vec![0; values.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        shares[i] = sizes[i].min(left / (order.len() - k));
+        left -= shares[i];
+    }
+    let mut truncated = false;
+    let mut attrs: Vec<KeyValue> = values
+        .into_iter()
+        .zip(shares)
+        .map(|((key, value), share)| {
+            let (text, cut) = fit(value, share);
+            truncated |= cut;
+            KeyValue::new(key, text)
+        })
+        .collect();
+    if truncated {
+        attrs.push(KeyValue::new(GENAI_TAP_CONTENT_TRUNCATED, true));
+    }
+    attrs
 }
 
 /// The span status: an error with a content-free description, or unset.
@@ -175,9 +289,15 @@ pub fn build(
     trace_id: TraceId,
     span_id: SpanId,
     scope: &InstrumentationScope,
+    content: ContentSettings,
 ) -> SpanData {
     let mut attributes = start_attributes(ex);
-    push_all(ex, &mut attributes);
+    facts_attributes(ex, &mut attributes);
+    if content.on_span
+        && let Some(c) = &ex.content
+    {
+        attributes.extend(content_attributes(c, content.max_bytes));
+    }
     SpanData {
         span_context: SpanContext::new(
             trace_id,
@@ -204,12 +324,17 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{ApiError, RequestFacts, ResponseFacts, Target, TransportError, Usage};
+    use crate::exchange::{
+        ApiError, ContentFilter, RequestFacts, ResponseFacts, Target, TransportError, Usage,
+    };
+    use crate::genai::Api;
+    use crate::genai::content::{Message, Part, RequestContent};
+    use crate::redact::Redactor;
     use std::time::{Duration, SystemTime};
 
     fn exchange() -> Exchange {
         Exchange {
-            operation: Operation::Chat,
+            api: Api::ChatCompletions,
             target: Target {
                 provider: "openai".into(),
                 host: "api.openai.com".into(),
@@ -224,6 +349,7 @@ mod tests {
                 choice_count: Some(1),
                 stop_sequences: Some(vec!["END".into()]),
                 service_tier: Some("auto".into()),
+                tools: vec!["get_weather".into()],
                 ..RequestFacts::default()
             },
             response: ResponseFacts {
@@ -240,6 +366,10 @@ mod tests {
             status: Some(200),
             streamed: true,
             time_to_first_chunk: Some(Duration::from_millis(250)),
+            chunk_gaps_us: Vec::new(),
+            upstream: Default::default(),
+            content_filter: None,
+            content: None,
             failure: None,
             api_error: None,
             request_issue: None,
@@ -254,13 +384,18 @@ mod tests {
             .map(|kv| &kv.value)
     }
 
-    fn build_one(ex: &Exchange) -> SpanData {
+    fn build_with(ex: &Exchange, content: ContentSettings) -> SpanData {
         build(
             ex,
             TraceId::from(1),
             SpanId::from(2),
             &InstrumentationScope::builder("test").build(),
+            content,
         )
+    }
+
+    fn build_one(ex: &Exchange) -> SpanData {
+        build_with(ex, ContentSettings::default())
     }
 
     #[test]
@@ -280,6 +415,10 @@ mod tests {
         assert_eq!(
             attr(&span, GEN_AI_PROVIDER_NAME),
             Some(&Value::from("openai"))
+        );
+        assert_eq!(
+            attr(&span, OPENAI_API_TYPE),
+            Some(&Value::from("chat_completions"))
         );
         assert_eq!(
             attr(&span, SERVER_ADDRESS),
@@ -306,6 +445,10 @@ mod tests {
             Some(&Value::Array(Array::String(vec!["END".into()])))
         );
         assert_eq!(
+            attr(&span, GENAI_TAP_REQUEST_TOOLS),
+            Some(&Value::Array(Array::String(vec!["get_weather".into()])))
+        );
+        assert_eq!(
             attr(&span, GEN_AI_RESPONSE_FINISH_REASONS),
             Some(&Value::Array(Array::String(vec!["stop".into()])))
         );
@@ -322,6 +465,77 @@ mod tests {
             Some(&Value::F64(0.25))
         );
         assert_eq!(attr(&span, ERROR_TYPE), None);
+        assert_eq!(attr(&span, GEN_AI_EMBEDDINGS_DIMENSION_COUNT), None);
+    }
+
+    #[test]
+    fn embeddings_span() {
+        let mut ex = exchange();
+        ex.api = Api::Embeddings;
+        ex.request = RequestFacts {
+            model: Some("text-embedding-3-small".into()),
+            encoding_formats: Some(vec!["base64".into()]),
+            ..RequestFacts::default()
+        };
+        ex.response = ResponseFacts {
+            model: Some("text-embedding-3-small".into()),
+            embedding_dimensions: Some(1536),
+            usage: Usage {
+                input_tokens: Some(8),
+                ..Usage::default()
+            },
+            ..ResponseFacts::default()
+        };
+        let span = build_one(&ex);
+        assert_eq!(span.name, "embeddings text-embedding-3-small");
+        assert_eq!(
+            attr(&span, GEN_AI_OPERATION_NAME),
+            Some(&Value::from("embeddings"))
+        );
+        assert_eq!(attr(&span, OPENAI_API_TYPE), None);
+        assert_eq!(
+            attr(&span, GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
+            Some(&Value::I64(1536))
+        );
+        assert_eq!(
+            attr(&span, GEN_AI_REQUEST_ENCODING_FORMATS),
+            Some(&Value::Array(Array::String(vec!["base64".into()])))
+        );
+        ex.request.dimensions = Some(256);
+        assert_eq!(
+            attr(&build_one(&ex), GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
+            Some(&Value::I64(256)),
+            "the requested dimensions win"
+        );
+    }
+
+    #[test]
+    fn responses_span_with_conversation_and_azure_details() {
+        let mut ex = exchange();
+        ex.api = Api::Responses;
+        ex.request.conversation_id = Some("conv_1".into());
+        ex.content_filter = Some(ContentFilter {
+            filtered: true,
+            categories: vec!["violence".into()],
+        });
+        ex.upstream.request_id = Some("req_1".into());
+        let span = build_one(&ex);
+        assert_eq!(
+            attr(&span, OPENAI_API_TYPE),
+            Some(&Value::from("responses"))
+        );
+        assert_eq!(
+            attr(&span, GEN_AI_CONVERSATION_ID),
+            Some(&Value::from("conv_1"))
+        );
+        assert_eq!(
+            attr(&span, GENAI_TAP_CONTENT_FILTER_FILTERED),
+            Some(&Value::from(true))
+        );
+        assert_eq!(
+            attr(&span, GENAI_TAP_UPSTREAM_REQUEST_ID),
+            Some(&Value::from("req_1"))
+        );
     }
 
     #[test]
@@ -357,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_model_names_the_span_by_operation_and_non_default_port_is_kept() {
+    fn unknown_model_names_the_span_by_operation() {
         let mut ex = exchange();
         ex.request.model = None;
         ex.target.port = 8000;
@@ -368,6 +582,98 @@ mod tests {
         assert_eq!(
             attr(&span, GENAI_TAP_REQUEST_PARSE_ERROR),
             Some(&Value::from("invalid JSON at line 1 column 2"))
+        );
+    }
+
+    fn with_content(text_len: usize) -> Exchange {
+        let mut ex = exchange();
+        let request = RequestContent {
+            messages: vec![Message {
+                role: "user".into(),
+                parts: vec![Part::Text("q".repeat(text_len))],
+                ..Message::default()
+            }],
+            ..RequestContent::default()
+        };
+        let output = vec![Message {
+            role: "assistant".into(),
+            parts: vec![Part::Text("answer".into())],
+            name: None,
+            finish_reason: Some("stop".into()),
+        }];
+        ex.content = Some(Redactor::none().seal(request, output));
+        ex
+    }
+
+    #[test]
+    fn content_goes_on_the_span_only_when_asked_and_last() {
+        let ex = with_content(10);
+        assert_eq!(attr(&build_one(&ex), GEN_AI_INPUT_MESSAGES), None);
+        let settings = ContentSettings {
+            on_span: true,
+            on_event: false,
+            max_bytes: 32 << 10,
+        };
+        let span = build_with(&ex, settings);
+        let input = attr(&span, GEN_AI_INPUT_MESSAGES).unwrap().as_str();
+        assert_eq!(
+            input,
+            r#"[{"parts":[{"content":"qqqqqqqqqq","type":"text"}],"role":"user"}]"#
+        );
+        assert_eq!(
+            attr(&span, GEN_AI_OUTPUT_MESSAGES).unwrap().as_str(),
+            r#"[{"finish_reason":"stop","parts":[{"content":"answer","type":"text"}],"role":"assistant"}]"#
+        );
+        assert_eq!(
+            attr(&span, GEN_AI_SYSTEM_INSTRUCTIONS),
+            None,
+            "absent when empty"
+        );
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        let first_content = keys
+            .iter()
+            .position(|k| *k == GEN_AI_INPUT_MESSAGES)
+            .unwrap();
+        assert!(
+            keys[first_content..]
+                .iter()
+                .all(|k| k.starts_with("gen_ai.input")
+                    || k.starts_with("gen_ai.output")
+                    || k.starts_with("genai_tap.content"))
+        );
+        assert_eq!(attr(&span, GENAI_TAP_CONTENT_TRUNCATED), None);
+    }
+
+    #[test]
+    fn oversized_content_is_cut_to_the_budget_and_marked() {
+        let ex = with_content(100_000);
+        let span = build_with(
+            &ex,
+            ContentSettings {
+                on_span: true,
+                on_event: false,
+                max_bytes: 4096,
+            },
+        );
+        let total: usize = [GEN_AI_INPUT_MESSAGES, GEN_AI_OUTPUT_MESSAGES]
+            .iter()
+            .map(|k| attr(&span, k).unwrap().as_str().len())
+            .sum();
+        assert!(total <= 4096, "{total}");
+        assert_eq!(
+            attr(&span, GENAI_TAP_CONTENT_TRUNCATED),
+            Some(&Value::from(true))
+        );
+        assert!(
+            attr(&span, GEN_AI_OUTPUT_MESSAGES)
+                .unwrap()
+                .as_str()
+                .contains("answer"),
+            "the small attribute stays whole"
+        );
+        assert_eq!(
+            attr(&span, GEN_AI_USAGE_INPUT_TOKENS),
+            Some(&Value::I64(10))
         );
     }
 }

@@ -1,0 +1,130 @@
+//! Embeddings (`POST …/embeddings`): model, encoding format and dimensions from the request;
+//! model, input tokens and vector length from the response.
+
+use serde::Deserialize;
+use serde::de::SeqAccess;
+
+use super::ResponseSummary;
+use super::json::{self, Field, Lenient, List, Obj};
+use crate::exchange::RequestFacts;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RequestWire {
+    model: Field<String>,
+    encoding_format: Field<String>,
+    dimensions: Field<i64>,
+}
+
+pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
+    let w: RequestWire = match json::parse_object(body) {
+        Ok(w) => w,
+        Err(e) => return (RequestFacts::default(), Some(e)),
+    };
+    let mistyped: Vec<&str> = [
+        ("model", w.model.is_mistyped()),
+        ("encoding_format", w.encoding_format.is_mistyped()),
+        ("dimensions", w.dimensions.is_mistyped()),
+    ]
+    .into_iter()
+    .filter_map(|(name, bad)| bad.then_some(name))
+    .collect();
+    let facts = RequestFacts {
+        model: w.model.get(),
+        encoding_formats: w.encoding_format.get().map(|f| vec![f]),
+        dimensions: w.dimensions.get(),
+        ..RequestFacts::default()
+    };
+    let issue =
+        (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
+    (facts, issue)
+}
+
+/// The length of an embedding: array elements, or base64-encoded little-endian f32s.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct VectorLength(i64);
+
+impl<'de> Lenient<'de> for VectorLength {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut n = 0;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(Some(VectorLength(n)))
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        let v = v.trim_end_matches('=');
+        Some(VectorLength((v.len() * 3 / 4 / 4) as i64))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ItemWire {
+    embedding: Field<VectorLength>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UsageWire {
+    prompt_tokens: Field<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ResponseWire {
+    model: Field<String>,
+    data: Field<List<Obj<ItemWire>>>,
+    usage: Field<Obj<UsageWire>>,
+}
+
+pub fn parse_response(body: &[u8]) -> ResponseSummary {
+    let mut summary = ResponseSummary::default();
+    match json::parse_object::<ResponseWire>(body) {
+        Ok(w) => {
+            summary.facts.model = w.model.get();
+            summary.facts.usage.input_tokens = w.usage.get().and_then(|u| u.0.prompt_tokens.get());
+            summary.facts.embedding_dimensions = w
+                .data
+                .get()
+                .and_then(|d| d.0.into_iter().next())
+                .and_then(|Obj(item)| item.embedding.get())
+                .map(|l| l.0);
+            summary.done = true;
+        }
+        Err(e) => summary.issue = Some(e),
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_float_response() {
+        let (facts, issue) = parse_request(
+            br#"{"model":"text-embedding-3-small","input":["a","b"],"encoding_format":"float","dimensions":256}"#,
+        );
+        assert_eq!(issue, None);
+        assert_eq!(facts.model.as_deref(), Some("text-embedding-3-small"));
+        assert_eq!(facts.encoding_formats, Some(vec!["float".into()]));
+        assert_eq!(facts.dimensions, Some(256));
+        let s = parse_response(
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,0.3]},{"object":"embedding","index":1,"embedding":[1,2,3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+        );
+        assert_eq!(s.facts.model.as_deref(), Some("text-embedding-3-small"));
+        assert_eq!(s.facts.usage.input_tokens, Some(8));
+        assert_eq!(s.facts.embedding_dimensions, Some(3));
+        assert_eq!(s.facts.finish_reasons, Vec::<String>::new());
+    }
+
+    #[test]
+    fn base64_vectors_are_measured_in_floats() {
+        // 4 floats = 16 bytes = 24 base64 characters ("AAAA" per 3 bytes, padded).
+        let s = parse_response(
+            br#"{"data":[{"embedding":"AACAPwAAAEAAAEBAAACAQA=="}],"model":"m","usage":{"prompt_tokens":1}}"#,
+        );
+        assert_eq!(s.facts.embedding_dimensions, Some(4));
+    }
+}

@@ -1,0 +1,482 @@
+//! The Responses API (`POST …/responses`): request parameters, the response object, and
+//! streams of lifecycle events (`response.created` … `response.completed` /
+//! `response.incomplete` / `response.failed` / `error`).
+//!
+//! Owns: the Responses wire format and how its `status` maps to finish reasons and errors
+//! (`completed` → `stop`; `incomplete` → its reason, `length` for max tokens; `failed` /
+//! `cancelled` → `error`, with `error.type` = the error code, else `response.failed`).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, SeqAccess};
+use serde_json::value::RawValue;
+
+use super::ResponseSummary;
+use super::chat::{ApiErrorWire, output_type};
+use super::content;
+use super::json::{self, Field, Lenient, List, Obj};
+use crate::exchange::{ApiError, RequestFacts, Usage};
+
+/// `conversation`: a string id, or an object with one.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct ConversationId(String);
+
+impl<'de> Lenient<'de> for ConversationId {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(ConversationId(v.to_owned()))
+    }
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut id = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "id" {
+                id = map.next_value::<Field<String>>()?.get();
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(id.map(ConversationId))
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RequestWire {
+    model: Field<String>,
+    max_output_tokens: Field<i64>,
+    temperature: Field<f64>,
+    top_p: Field<f64>,
+    stream: Field<bool>,
+    text: Field<Obj<TextWire>>,
+    service_tier: Field<String>,
+    conversation: Field<ConversationId>,
+    tools: Field<List<Obj<ToolWire>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TextWire {
+    format: Field<Obj<FormatWire>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FormatWire {
+    #[serde(rename = "type")]
+    kind: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolWire {
+    #[serde(rename = "type")]
+    kind: Field<String>,
+    name: Field<String>,
+}
+
+pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
+    let w: RequestWire = match json::parse_object(body) {
+        Ok(w) => w,
+        Err(e) => return (RequestFacts::default(), Some(e)),
+    };
+    let mut mistyped: Vec<&str> = Vec::new();
+    macro_rules! take {
+        ($field:ident) => {{
+            if w.$field.is_mistyped() {
+                mistyped.push(stringify!($field));
+            }
+            w.$field.get()
+        }};
+    }
+    let facts = RequestFacts {
+        model: take!(model),
+        max_tokens: take!(max_output_tokens),
+        temperature: take!(temperature),
+        top_p: take!(top_p),
+        stream: take!(stream).unwrap_or(false),
+        output_type: take!(text)
+            .and_then(|t| t.0.format.get())
+            .and_then(|f| f.0.kind.get())
+            .and_then(|k| output_type(&k)),
+        service_tier: take!(service_tier),
+        conversation_id: take!(conversation).map(|c| c.0),
+        tools: take!(tools)
+            .map(|l| {
+                l.0.into_iter()
+                    .filter_map(|Obj(t)| t.name.get().or_else(|| t.kind.get()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..RequestFacts::default()
+    };
+    let issue =
+        (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
+    (facts, issue)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UsageWire {
+    input_tokens: Field<i64>,
+    output_tokens: Field<i64>,
+    input_tokens_details: Field<Obj<InputDetailsWire>>,
+    output_tokens_details: Field<Obj<OutputDetailsWire>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InputDetailsWire {
+    cached_tokens: Field<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OutputDetailsWire {
+    reasoning_tokens: Field<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IncompleteWire {
+    reason: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OutputItemWire {
+    #[serde(rename = "type")]
+    kind: Field<String>,
+    name: Field<String>,
+}
+
+/// The response object: the body of a non-streaming call, and inside stream events.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ResponseWire {
+    id: Field<String>,
+    model: Field<String>,
+    status: Field<String>,
+    service_tier: Field<String>,
+    error: Field<Obj<ApiErrorWire>>,
+    incomplete_details: Field<Obj<IncompleteWire>>,
+    usage: Field<Obj<UsageWire>>,
+    output: Field<List<Obj<OutputItemWire>>>,
+    conversation: Field<ConversationId>,
+}
+
+/// One stream event's data: `{"type": "response.…", "response": {…}, …}`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EventWire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Field<Cow<'a, str>>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+    /// `error` events carry their code at the top level.
+    code: Field<json::Code>,
+}
+
+/// Finish reason and error for a response status.
+fn outcome(
+    status: &str,
+    incomplete: Option<String>,
+    error: Option<ApiError>,
+) -> (String, Option<ApiError>) {
+    match status {
+        "completed" => ("stop".into(), None),
+        "incomplete" => {
+            let reason = match incomplete.as_deref() {
+                Some("max_output_tokens") | None => "length".to_owned(),
+                Some(other) => other.to_owned(),
+            };
+            (reason, None)
+        }
+        "failed" | "cancelled" => {
+            let mut e = error.unwrap_or_default();
+            if e.code.is_none() {
+                e.code = Some("response.failed".into());
+            }
+            ("error".into(), Some(e))
+        }
+        // queued / in_progress: the response has not finished.
+        _ => ("error".into(), None),
+    }
+}
+
+/// Folds a response object (complete or a snapshot from a stream event) into `summary`.
+fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(), String> {
+    let w: ResponseWire = json::parse_object(raw)?;
+    let facts = &mut summary.facts;
+    if facts.id.is_none() {
+        facts.id = w.id.get().filter(|s| !s.is_empty());
+    }
+    if let Some(model) = w.model.get().filter(|s| !s.is_empty()) {
+        facts.model = Some(model);
+    }
+    if let Some(tier) = w.service_tier.get() {
+        facts.service_tier = Some(tier);
+    }
+    if let Some(Obj(u)) = w.usage.get() {
+        facts.usage = Usage {
+            input_tokens: u.input_tokens.get(),
+            output_tokens: u.output_tokens.get(),
+            cache_read_input_tokens: u
+                .input_tokens_details
+                .get()
+                .and_then(|d| d.0.cached_tokens.get()),
+            reasoning_output_tokens: u
+                .output_tokens_details
+                .get()
+                .and_then(|d| d.0.reasoning_tokens.get()),
+        };
+    }
+    if let Some(c) = w.conversation.get() {
+        summary.conversation_id = Some(c.0);
+    }
+    let status = w.status.get().unwrap_or_default();
+    if let Some(items) = w.output.get() {
+        facts.tool_calls = items
+            .0
+            .into_iter()
+            .filter(|Obj(i)| i.kind.as_ref().is_some_and(|k| k == "function_call"))
+            .filter_map(|Obj(i)| i.name.get())
+            .collect();
+    }
+    if matches!(
+        status.as_str(),
+        "completed" | "incomplete" | "failed" | "cancelled"
+    ) {
+        let (reason, error) = outcome(
+            &status,
+            w.incomplete_details.get().and_then(|d| d.0.reason.get()),
+            w.error.get().map(|Obj(e)| e.into()),
+        );
+        facts.finish_reasons = vec![reason.clone()];
+        summary.error = error;
+        summary.done = true;
+        if capture {
+            let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+            summary.output = content::responses_output(&value["output"], Some(reason));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a complete (non-streaming) response object.
+pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
+    let mut summary = ResponseSummary::default();
+    if let Err(e) = apply(&mut summary, body, capture) {
+        summary.issue = Some(e);
+    } else if !summary.done {
+        summary.facts.finish_reasons = vec!["error".into()];
+    }
+    summary
+}
+
+/// Assembles a Responses stream from its events.
+#[derive(Debug, Default)]
+pub struct ResponsesStream {
+    capture: bool,
+    summary: ResponseSummary,
+}
+
+impl ResponsesStream {
+    pub fn new(capture: bool) -> Self {
+        ResponsesStream {
+            capture,
+            summary: ResponseSummary::default(),
+        }
+    }
+
+    /// Feeds one SSE event's data. Returns whether it carried output (a `*.delta` event).
+    pub fn push(&mut self, data: &[u8]) -> bool {
+        let s = &mut self.summary;
+        s.chunks += 1;
+        let event: EventWire<'_> = match json::parse_object(data) {
+            Ok(e) => e,
+            Err(e) => {
+                if s.issue.is_none() {
+                    s.issue = Some(format!("event {}: {e}", s.chunks));
+                }
+                return false;
+            }
+        };
+        let kind = event.kind.get().unwrap_or_default();
+        if kind == "error" {
+            s.error = Some(ApiError {
+                code: event.code.get().map(|c| c.0).or(Some("_OTHER".into())),
+                kind: None,
+            });
+            return false;
+        }
+        if let Some(raw) = event.response
+            && let Err(e) = apply(s, raw.get().as_bytes(), self.capture)
+            && s.issue.is_none()
+        {
+            s.issue = Some(format!("event {}: {e}", s.chunks));
+        }
+        kind.ends_with(".delta")
+    }
+
+    pub fn finish(mut self) -> ResponseSummary {
+        if !self.summary.done && self.summary.facts.finish_reasons.is_empty() {
+            // The response never reached a terminal status.
+            self.summary.facts.finish_reasons = vec!["error".into()];
+        }
+        self.summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genai::content::Part;
+    use crate::genai::sse::SseDecoder;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn request_parameters() {
+        let (facts, issue) = parse_request(&fixture("responses_request.json"));
+        assert_eq!(issue, None);
+        assert_eq!(facts.model.as_deref(), Some("gpt-4.1"));
+        assert_eq!(facts.max_tokens, Some(500));
+        assert_eq!(facts.temperature, Some(0.3));
+        assert_eq!(facts.output_type, Some("json"));
+        assert_eq!(
+            facts.conversation_id.as_deref(),
+            Some("conv_689667905b048191b4740501625afd940c7533ace33a2dab")
+        );
+        assert_eq!(facts.tools, vec!["get_weather", "web_search_preview"]);
+        assert!(facts.stream);
+        let (facts, _) = parse_request(
+            br#"{"model":"m","conversation":"conv_1","previous_response_id":"resp_0"}"#,
+        );
+        assert_eq!(
+            facts.conversation_id.as_deref(),
+            Some("conv_1"),
+            "previous_response_id is not a conversation"
+        );
+    }
+
+    #[test]
+    fn completed_response() {
+        let s = parse_response(&fixture("responses_response.json"), true);
+        assert_eq!(s.issue, None);
+        assert_eq!(
+            s.facts.id.as_deref(),
+            Some("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b")
+        );
+        assert_eq!(s.facts.model.as_deref(), Some("gpt-4.1-2025-04-14"));
+        assert_eq!(s.facts.finish_reasons, vec!["stop"]);
+        assert_eq!(s.facts.usage.input_tokens, Some(36));
+        assert_eq!(s.facts.usage.output_tokens, Some(87));
+        assert_eq!(s.facts.usage.cache_read_input_tokens, Some(4));
+        assert_eq!(s.facts.usage.reasoning_output_tokens, Some(0));
+        assert_eq!(s.facts.tool_calls, vec!["get_weather"]);
+        assert_eq!(s.error, None);
+        assert_eq!(s.output[0].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            s.output[0].parts[0],
+            Part::Text("In a peaceful grove beneath a silver moon.".into())
+        );
+        assert!(
+            matches!(&s.output[0].parts[1], Part::ToolCall { name, .. } if name == "get_weather")
+        );
+    }
+
+    #[test]
+    fn incomplete_and_failed_statuses() {
+        let s = parse_response(
+            br#"{"id":"r","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"m"}"#,
+            false,
+        );
+        assert_eq!(s.facts.finish_reasons, vec!["length"]);
+        let s = parse_response(
+            br#"{"id":"r","status":"incomplete","incomplete_details":{"reason":"content_filter"}}"#,
+            false,
+        );
+        assert_eq!(s.facts.finish_reasons, vec!["content_filter"]);
+        let s = parse_response(
+            br#"{"id":"r","status":"failed","error":{"code":"server_error","message":"The model failed"}}"#,
+            false,
+        );
+        assert_eq!(s.facts.finish_reasons, vec!["error"]);
+        assert_eq!(s.error.unwrap().identifier(), Some("server_error"));
+        let s = parse_response(br#"{"id":"r","status":"failed"}"#, false);
+        assert_eq!(s.error.unwrap().identifier(), Some("response.failed"));
+    }
+
+    fn summarize(bytes: &[u8], capture: bool) -> ResponseSummary {
+        let mut d = SseDecoder::new(1 << 20);
+        let mut s = ResponsesStream::new(capture);
+        d.push(bytes, &mut |e| {
+            s.push(e.data);
+        });
+        s.finish()
+    }
+
+    #[test]
+    fn stream_of_lifecycle_events() {
+        let s = summarize(&fixture("responses_stream.sse"), true);
+        assert_eq!(s.issue, None);
+        assert!(s.done);
+        assert_eq!(s.facts.id.as_deref(), Some("resp_stream1"));
+        assert_eq!(s.facts.model.as_deref(), Some("gpt-4.1-2025-04-14"));
+        assert_eq!(s.facts.finish_reasons, vec!["stop"]);
+        assert_eq!(s.facts.usage.input_tokens, Some(37));
+        assert_eq!(s.facts.usage.output_tokens, Some(11));
+        assert_eq!(s.output[0].parts, vec![Part::Text("Hi there!".into())]);
+    }
+
+    #[test]
+    fn failed_stream_and_error_event() {
+        let s = summarize(
+            b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r1\",\"status\":\"in_progress\",\"model\":\"m\"}}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":\"r1\",\"status\":\"failed\",\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"x\"}}}\n\n",
+            false,
+        );
+        assert_eq!(s.facts.finish_reasons, vec!["error"]);
+        assert_eq!(s.error.unwrap().identifier(), Some("rate_limit_exceeded"));
+        let s = summarize(
+            b"event: error\ndata: {\"type\":\"error\",\"code\":\"ERR_SOMETHING\",\"message\":\"Something happened\",\"param\":null}\n\n",
+            false,
+        );
+        assert_eq!(s.error.unwrap().identifier(), Some("ERR_SOMETHING"));
+        let s = summarize(
+            b"data: {\"type\":\"response.created\",\"response\":{\"id\":\"r2\",\"status\":\"in_progress\"}}\n\n",
+            false,
+        );
+        assert!(!s.done);
+        assert_eq!(
+            s.facts.finish_reasons,
+            vec!["error"],
+            "never reached a terminal status"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn stream_summary_does_not_depend_on_chunk_boundaries(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16)) {
+            let bytes = fixture("responses_stream.sse");
+            let whole = summarize(&bytes, true);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut decoder = SseDecoder::new(1 << 20);
+            let mut stream = ResponsesStream::new(true);
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                decoder.push(&bytes[at..c], &mut |e| { stream.push(e.data); });
+                at = c;
+            }
+            prop_assert_eq!(stream.finish(), whole);
+        }
+    }
+}
