@@ -178,6 +178,8 @@ pub struct Exchange {
     /// Request arrival to the last response byte (or the failure).
     pub duration: Duration,
     pub request: RequestFacts,
+    /// The proxy asked the upstream for stream usage the client did not request.
+    pub usage_injected: bool,
     pub response: ResponseFacts,
     /// The upstream's HTTP status, when it answered.
     pub status: Option<u16>,

@@ -111,6 +111,7 @@ pub struct Assembly {
     request_body: Option<Bytes>,
     request: RequestFacts,
     request_issue: Option<String>,
+    usage_injected: bool,
     head: Option<ResponseHead>,
     decoder: Option<Decoder>,
     body: Body,
@@ -128,6 +129,7 @@ impl Assembly {
             request_body: None,
             request: RequestFacts::default(),
             request_issue: None,
+            usage_injected: false,
             head: None,
             decoder: None,
             body: Body::Awaiting,
@@ -143,15 +145,22 @@ impl Assembly {
 
     pub fn apply(&mut self, event: TapEvent) {
         match event {
-            TapEvent::Request(RequestBody::Complete(bytes)) => {
+            TapEvent::Request {
+                body: RequestBody::Complete(bytes),
+                usage_injected,
+            } => {
                 let (facts, issue) = genai::parse_request(self.start.api, &bytes);
                 self.request = facts;
                 self.request_issue = issue;
+                self.usage_injected = usage_injected;
                 if self.capture() {
                     self.request_body = Some(bytes);
                 }
             }
-            TapEvent::Request(RequestBody::Unobserved(why)) => self.request_issue = Some(why),
+            TapEvent::Request {
+                body: RequestBody::Unobserved(why),
+                ..
+            } => self.request_issue = Some(why),
             TapEvent::ResponseHead(head) => {
                 let encoding = head
                     .content_encoding
@@ -164,7 +173,7 @@ impl Assembly {
                         if head
                             .content_type
                             .as_ref()
-                            .is_some_and(|v| is_event_stream(v.as_bytes()))
+                            .is_some_and(|v| crate::genai::sse::is_event_stream(v.as_bytes()))
                         {
                             Body::Sse(Box::new(SseState {
                                 decoder: SseDecoder::new(self.limits.max_event),
@@ -303,6 +312,7 @@ impl Assembly {
             start: self.start.wall,
             duration: ended_at.saturating_duration_since(self.start.arrived),
             request,
+            usage_injected: self.usage_injected,
             status: head.as_ref().map(|h| h.status),
             streamed,
             time_to_first_chunk: self
@@ -366,16 +376,6 @@ fn concat(mut parts: Vec<Bytes>) -> Bytes {
         1 => parts.pop().unwrap_or_default(),
         _ => parts.concat().into(),
     }
-}
-
-fn is_event_stream(content_type: &[u8]) -> bool {
-    let essence = content_type
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default();
-    essence
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"text/event-stream")
 }
 
 /// Starts one observer task per exchange.
@@ -514,6 +514,13 @@ mod tests {
         head_with(status, &[("content-type", content_type)])
     }
 
+    fn request(body: &'static [u8]) -> TapEvent {
+        TapEvent::Request {
+            body: RequestBody::Complete(Bytes::from_static(body)),
+            usage_injected: false,
+        }
+    }
+
     fn data(s: &'static [u8]) -> TapEvent {
         TapEvent::Data(Bytes::from_static(s), Instant::now())
     }
@@ -537,9 +544,7 @@ mod tests {
     #[test]
     fn non_streaming_response_split_in_frames_is_parsed_whole() {
         let ex = run(vec![
-            TapEvent::Request(RequestBody::Complete(Bytes::from_static(
-                br#"{"model":"gpt-4o","messages":[]}"#,
-            ))),
+            request(br#"{"model":"gpt-4o","messages":[]}"#),
             head(200, "application/json"),
             data(br#"{"id":"c1","model":"gpt-4o-2024","choi"#),
             data(br#"ces":[{"index":0,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
@@ -701,11 +706,9 @@ mod tests {
     #[test]
     fn captured_content_comes_from_the_request_and_the_stream() {
         let mut a = Assembly::new(start(), Limits::default(), Some(Arc::new(Redactor::none())));
-        a.apply(TapEvent::Request(RequestBody::Complete(
-            Bytes::from_static(
-                br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi!"}]}"#,
-            ),
-        )));
+        a.apply(request(
+            br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi!"}]}"#,
+        ));
         a.apply(head(200, "text/event-stream"));
         a.apply(data(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"));
         a.apply(data(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n"));

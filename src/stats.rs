@@ -45,6 +45,10 @@ counters! {
     refused,
     /// Upstream calls that failed before a response (connect, TLS, timeout).
     upstream_errors,
+    /// Streamed chat requests the proxy asked for usage on the client's behalf.
+    usage_injected,
+    /// Upstreams that refused the injected `stream_options` (the request was resent as sent).
+    usage_injection_rejected,
     /// Exchanges whose request or response body could not be parsed, in whole or in part.
     parse_failures,
     /// Exchanges whose observer fell behind and lost events (forwarding was unaffected).

@@ -71,7 +71,11 @@ impl ResponseHead {
 /// One observation, in the order the proxy saw it.
 #[derive(Debug)]
 pub enum TapEvent {
-    Request(RequestBody),
+    Request {
+        body: RequestBody,
+        /// The proxy added `stream_options.include_usage` to what it forwarded.
+        usage_injected: bool,
+    },
     ResponseHead(Box<ResponseHead>),
     Data(Bytes, Instant),
     End {
@@ -120,7 +124,7 @@ impl Tap {
         ))));
     }
 
-    fn data(&mut self, data: &Bytes) {
+    pub fn data(&mut self, data: &Bytes) {
         if !self.lost && !data.is_empty() {
             self.send(TapEvent::Data(data.clone(), Instant::now()));
         }

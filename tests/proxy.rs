@@ -531,7 +531,7 @@ async fn http2_cleartext_clients_are_served_on_the_same_port() {
             .build_http();
     let request = http::Request::post(proxy.url(CHAT))
         .body(http_body_util::Full::new(Bytes::from_static(
-            br#"{"model":"gpt-4o-mini","stream":true}"#,
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#,
         )))
         .unwrap();
     let response = tokio::time::timeout(LIMIT, h2.request(request))

@@ -7,7 +7,9 @@
 pub mod chat;
 pub mod content;
 pub mod embeddings;
+pub mod inject;
 pub mod json;
+pub mod json_edit;
 pub mod operation;
 pub mod provider;
 pub mod responses;

@@ -8,6 +8,17 @@ use memchr::memchr2;
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
+/// Whether a `Content-Type` value is `text/event-stream` (parameters and case aside).
+pub fn is_event_stream(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
+}
+
 /// One dispatched event. `event` is empty when the stream gave no `event:` field (the spec's
 /// default type `message`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::genai::inject::UsageStripper;
 use crate::tap::{RequestBody, TapBody};
 
 /// A request body on its way to the upstream.
@@ -33,6 +34,16 @@ impl UpstreamBody {
             head: VecDeque::new(),
             head_len: 0,
             rest: Some(body),
+        }
+    }
+
+    /// A body the proxy holds whole (a request it rewrote, or resends).
+    pub fn whole(bytes: Bytes) -> Self {
+        let len = bytes.len() as u64;
+        UpstreamBody {
+            head: VecDeque::from([Frame::data(bytes)]),
+            head_len: len,
+            rest: None,
         }
     }
 
@@ -147,6 +158,66 @@ pub enum ProxyBody {
     Upstream(Incoming),
     /// The upstream's body, copied to an observer on the way.
     Tapped(TapBody<Incoming>),
+    /// A tapped stream whose usage the proxy asked for, with every trace of that removed.
+    Stripped(StripBody),
+}
+
+/// An SSE body with the traces of usage injection removed (see [`UsageStripper`]). The tap
+/// inside sees the upstream's stream as it was.
+#[derive(Debug)]
+pub struct StripBody {
+    inner: TapBody<Incoming>,
+    stripper: UsageStripper,
+    ended: bool,
+}
+
+impl StripBody {
+    pub fn new(inner: TapBody<Incoming>) -> Self {
+        StripBody {
+            inner,
+            stripper: UsageStripper::new(1 << 20),
+            ended: false,
+        }
+    }
+}
+
+impl Body for StripBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.stripper.push(data);
+                        // A frame that held only a dropped chunk, or half an event: poll on.
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    let rest = this.stripper.finish();
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
 }
 
 impl ProxyBody {
@@ -167,6 +238,7 @@ impl Body for ProxyBody {
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Tapped(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Stripped(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -175,6 +247,7 @@ impl Body for ProxyBody {
             ProxyBody::Local(data) => data.is_none(),
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Tapped(body) => body.is_end_stream(),
+            ProxyBody::Stripped(body) => body.is_end_stream(),
         }
     }
 
@@ -185,6 +258,8 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Tapped(body) => body.size_hint(),
+            // Chunks may be removed: the length is not known ahead.
+            ProxyBody::Stripped(_) => SizeHint::default(),
         }
     }
 }

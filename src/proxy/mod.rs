@@ -18,14 +18,17 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+
 use crate::client::{self, ClientError, Connector};
 use crate::config::Config;
 use crate::exchange::{Target, TransportError};
-use crate::genai;
+use crate::genai::{self, Api, inject, sse};
 use crate::observer::{Observer, Start};
 use crate::stats::Stats;
-use crate::tap::{Ending, TapBody, TapEvent};
-pub use body::{ProxyBody, UpstreamBody};
+use crate::tap::{Ending, RequestBody, Tap, TapBody, TapEvent};
+pub use body::{ProxyBody, StripBody, UpstreamBody};
 use route::Unroutable;
 pub use route::{Router, Upstream};
 
@@ -149,6 +152,26 @@ fn classify_body_error(e: &hyper::Error) -> TransportError {
     classify(e)
 }
 
+type Sent = Result<
+    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+>;
+
+/// An upstream answer the proxy had to read whole, passed on as it came.
+fn respond_buffered(
+    mut parts: http::response::Parts,
+    body: Bytes,
+    mut tap: Tap,
+    client_version: Version,
+) -> Response<ProxyBody> {
+    hop::strip(&mut parts.headers);
+    parts.version = client_version;
+    tap.response_head(parts.status.as_u16(), &parts.headers);
+    tap.data(&body);
+    tap.end(Ending::Complete);
+    Response::from_parts(parts, ProxyBody::local(body))
+}
+
 /// Forwards requests to the configured upstreams, observing the GenAI ones.
 #[derive(Debug)]
 pub struct Proxy {
@@ -206,7 +229,9 @@ impl Proxy {
         let client_version = req.version();
         let detected = genai::detect(req.method(), &routed.path)
             .map(|d| (d.api, d.deployment.map(str::to_owned)));
-        let target = routed.upstream.target(routed.uri.path());
+        let upstream = routed.upstream;
+        let injects = upstream.injects_usage(inject::api_version(req.uri().query()));
+        let target = upstream.target(routed.uri.path());
         let (mut parts, body) = req.into_parts();
         hop::strip(&mut parts.headers);
         // The client named the proxy; the upstream gets its own name (from the URI).
@@ -214,71 +239,152 @@ impl Proxy {
         parts.uri = routed.uri;
         parts.version = Version::HTTP_11;
 
-        let (body, mut tap) = match detected {
-            None => (UpstreamBody::streaming(body), None),
-            Some((api, deployment)) => {
-                Stats::incr(&self.stats.observed);
-                let mut tap = self.observer.begin(Start {
-                    api,
-                    deployment,
-                    target: target.clone(),
-                    arrived,
-                    wall,
-                });
-                match UpstreamBody::read(body, self.max_body).await {
-                    Ok((body, observed)) => {
-                        tap.send(TapEvent::Request(observed));
-                        if body.is_buffered() {
-                            // The whole body is here: the expectation is already met.
-                            parts.headers.remove(header::EXPECT);
-                        }
-                        (body, Some(tap))
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "client request body failed");
-                        // The tap's drop records the exchange as cancelled by the client.
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_request_error",
-                            "client_body_error",
-                            "genai-tap could not read the request body",
-                        );
-                    }
-                }
+        let Some((api, deployment)) = detected else {
+            let sent = self.send(parts, UpstreamBody::streaming(body)).await;
+            return self.respond(sent, None, false, client_version, &target);
+        };
+        Stats::incr(&self.stats.observed);
+        let mut tap = self.observer.begin(Start {
+            api,
+            deployment,
+            target: target.clone(),
+            arrived,
+            wall,
+        });
+        let (forward, observed) = match UpstreamBody::read(body, self.max_body).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::debug!(error = %e, "client request body failed");
+                // The tap's drop records the exchange as cancelled by the client.
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "client_body_error",
+                    "genai-tap could not read the request body",
+                );
             }
         };
-
-        let sent = tokio::time::timeout(
-            self.response_timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
-        let failure = match sent {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                hop::strip(&mut parts.headers);
-                parts.version = client_version;
-                let body = match tap {
-                    Some(mut tap) => {
-                        tap.response_head(parts.status.as_u16(), &parts.headers);
-                        ProxyBody::Tapped(TapBody::new(body, tap, classify_body_error))
-                    }
-                    None => ProxyBody::Upstream(body),
-                };
-                return Response::from_parts(parts, body);
+        if forward.is_buffered() {
+            // The whole body is here: the expectation is already met.
+            parts.headers.remove(header::EXPECT);
+        }
+        let injection = match &observed {
+            RequestBody::Complete(original)
+                if api == Api::ChatCompletions && injects && forward.is_buffered() =>
+            {
+                inject::include_usage(original).map(|b| (original.clone(), Bytes::from(b)))
             }
+            _ => None,
+        };
+        tap.send(TapEvent::Request {
+            body: observed,
+            usage_injected: injection.is_some(),
+        });
+        let Some((original, modified)) = injection else {
+            let sent = self.send(parts, forward).await;
+            return self.respond(sent, Some(tap), false, client_version, &target);
+        };
+
+        Stats::incr(&self.stats.usage_injected);
+        let retry = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(modified.len()));
+        let sent = self.send(parts, UpstreamBody::whole(modified)).await;
+        let response = match sent {
+            Ok(Ok(r)) if matches!(r.status().as_u16(), 400 | 422) => r,
+            other => return self.respond(other, Some(tap), true, client_version, &target),
+        };
+        // A refusal may be about the field we added: read the answer to find out.
+        let (answer_parts, answer) = response.into_parts();
+        let answer = match tokio::time::timeout(
+            self.response_timeout,
+            Limited::new(answer, 64 << 10).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => return self.fail(TransportError::ConnectionReset, Some(tap), &target),
+        };
+        if memchr::memmem::find(&answer, b"stream_options").is_none() {
+            // About the request itself: the client gets the answer as it came.
+            return respond_buffered(answer_parts, answer, tap, client_version);
+        }
+        if upstream.reject_usage_injection() {
+            tracing::warn!(
+                upstream = %upstream.display(),
+                "the upstream rejected stream_options; usage injection is off for it from now on"
+            );
+        }
+        Stats::incr(&self.stats.usage_injection_rejected);
+        let (method, uri, headers) = retry;
+        let mut again = Request::new(UpstreamBody::whole(original));
+        *again.method_mut() = method;
+        *again.uri_mut() = uri;
+        *again.headers_mut() = headers;
+        let sent = self.send_request(again).await;
+        self.respond(sent, Some(tap), false, client_version, &target)
+    }
+
+    async fn send(&self, parts: http::request::Parts, body: UpstreamBody) -> Sent {
+        self.send_request(Request::from_parts(parts, body)).await
+    }
+
+    async fn send_request(&self, request: Request<UpstreamBody>) -> Sent {
+        tokio::time::timeout(self.response_timeout, self.client.request(request)).await
+    }
+
+    /// The client's response: the upstream's, tapped when observed (and with the traces of
+    /// usage injection removed when `strip_usage`), or a gateway error.
+    fn respond(
+        &self,
+        sent: Sent,
+        tap: Option<Tap>,
+        strip_usage: bool,
+        client_version: Version,
+        target: &Target,
+    ) -> Response<ProxyBody> {
+        let response = match sent {
+            Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 let kind = classify(&e);
                 tracing::debug!(error = %e, kind = kind.as_str(), "upstream request failed");
-                kind
+                return self.fail(kind, tap, target);
             }
-            Err(_elapsed) => TransportError::Timeout,
+            Err(_elapsed) => return self.fail(TransportError::Timeout, tap, target),
         };
+        let (mut parts, body) = response.into_parts();
+        hop::strip(&mut parts.headers);
+        parts.version = client_version;
+        let Some(mut tap) = tap else {
+            return Response::from_parts(parts, ProxyBody::Upstream(body));
+        };
+        tap.response_head(parts.status.as_u16(), &parts.headers);
+        let tapped = TapBody::new(body, tap, classify_body_error);
+        let streamed = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| sse::is_event_stream(v.as_bytes()));
+        let body = if strip_usage && parts.status == StatusCode::OK && streamed {
+            // Removing chunks changes the length.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            ProxyBody::Stripped(StripBody::new(tapped))
+        } else {
+            ProxyBody::Tapped(tapped)
+        };
+        Response::from_parts(parts, body)
+    }
+
+    fn fail(&self, kind: TransportError, tap: Option<Tap>, target: &Target) -> Response<ProxyBody> {
         Stats::incr(&self.stats.upstream_errors);
-        if let Some(tap) = tap.as_mut() {
-            tap.end(Ending::Failed(failure));
+        if let Some(mut tap) = tap {
+            tap.end(Ending::Failed(kind));
         }
-        gateway_error(failure, &target)
+        gateway_error(kind, target)
     }
 
     /// Where an acceptable request goes, or why it is refused.

@@ -6,13 +6,14 @@
 //! host: every URI built here has a configured scheme and authority.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Uri;
 use http::uri::{Authority, Scheme};
 
 use crate::config::{Config, StreamUsage};
 use crate::exchange::Target;
-use crate::genai::provider;
+use crate::genai::{inject, provider};
 
 /// One upstream endpoint.
 #[derive(Debug, Clone)]
@@ -26,7 +27,9 @@ pub struct Upstream {
     /// `gen_ai.provider.name` for `/models/...` paths and for the rest (equal when configured).
     provider_models: Arc<str>,
     provider_other: Arc<str>,
-    pub stream_usage: StreamUsage,
+    stream_usage: StreamUsage,
+    /// Set once the upstream answered that it does not accept `stream_options`.
+    injection_rejected: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -74,7 +77,20 @@ impl Upstream {
             base_path,
             authority,
             stream_usage,
+            injection_rejected: Arc::default(),
         })
+    }
+
+    /// Whether to ask this upstream for stream usage the client did not ask for.
+    pub fn injects_usage(&self, api_version: Option<&str>) -> bool {
+        self.stream_usage == StreamUsage::Inject
+            && !self.injection_rejected.load(Ordering::Relaxed)
+            && inject::supports_stream_options(api_version)
+    }
+
+    /// Stops injecting into this upstream. True the first time.
+    pub fn reject_usage_injection(&self) -> bool {
+        !self.injection_rejected.swap(true, Ordering::Relaxed)
     }
 
     /// Where a request with this upstream path goes, for telemetry.

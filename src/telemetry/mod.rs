@@ -119,10 +119,16 @@ impl Telemetry {
         }
     }
 
+    /// A builder with the configuration's resource, batching and content settings, and no
+    /// destinations yet.
+    pub fn configured(config: &Config, stats: Arc<Stats>) -> TelemetryBuilder {
+        Telemetry::builder(resource(config), batch_settings(config), stats)
+            .content(content_settings(config))
+    }
+
     /// The destinations the configuration asks for.
     pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, TelemetryError> {
-        let mut builder = Telemetry::builder(resource(config), batch_settings(config), stats)
-            .content(content_settings(config));
+        let mut builder = Telemetry::configured(config, stats);
         for kind in config.exporters() {
             builder = match kind {
                 ExporterKind::Otlp => {

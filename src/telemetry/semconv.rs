@@ -71,3 +71,5 @@ pub const GENAI_TAP_CONTENT_FILTER_CATEGORIES: &str = "genai_tap.content_filter.
 pub const GENAI_TAP_UPSTREAM_REQUEST_ID: &str = "genai_tap.upstream.request_id";
 pub const GENAI_TAP_UPSTREAM_APIM_REQUEST_ID: &str = "genai_tap.upstream.apim_request_id";
 pub const GENAI_TAP_UPSTREAM_REGION: &str = "genai_tap.upstream.region";
+/// The proxy asked for the stream's usage on the client's behalf (and hid it from the client).
+pub const GENAI_TAP_USAGE_INJECTED: &str = "genai_tap.usage.injected";

@@ -109,6 +109,9 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if !req.tools.is_empty() {
         attrs.push(KeyValue::new(GENAI_TAP_REQUEST_TOOLS, strings(&req.tools)));
     }
+    if ex.usage_injected {
+        attrs.push(KeyValue::new(GENAI_TAP_USAGE_INJECTED, true));
+    }
 
     let resp = &ex.response;
     for (key, value) in [
@@ -342,6 +345,7 @@ mod tests {
             },
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_millis(1500),
+            usage_injected: false,
             request: RequestFacts {
                 model: Some("gpt-4o".into()),
                 temperature: Some(0.5),

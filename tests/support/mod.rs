@@ -15,8 +15,8 @@ use bytes::Bytes;
 use genai_tap::app::App;
 use genai_tap::config::Config;
 use genai_tap::stats::Stats;
+use genai_tap::telemetry::Telemetry;
 use genai_tap::telemetry::memory::MemoryExporter;
-use genai_tap::telemetry::{Telemetry, batch_settings, resource};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
 };
@@ -233,10 +233,9 @@ impl Proxy {
         configure(&mut config);
         let stats = Arc::new(Stats::default());
         let spans = MemoryExporter::default();
-        let telemetry =
-            Telemetry::builder(resource(&config), batch_settings(&config), stats.clone())
-                .exporter("memory", "memory", spans.clone())
-                .build();
+        let telemetry = Telemetry::configured(&config, stats.clone())
+            .exporter("memory", "memory", spans.clone())
+            .build();
         let app = App::new(&config, telemetry, stats).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,412 @@
+//! Token usage for streams whose client did not ask for it.
+//!
+//! Owns: adding `stream_options.include_usage: true` to a streamed chat request (a byte-exact
+//! edit; nothing else in the body changes), whether an Azure `api-version` accepts it, and
+//! [`UsageStripper`], which removes every trace of the injection from the stream the client
+//! receives: the usage-only chunk (`"choices": []`) and the `"usage": null` member the upstream
+//! adds to every other chunk. The client's bytes are then what it would have received without
+//! the proxy. Does not: decide whether injection is configured, or do IO.
+
+use bytes::{Bytes, BytesMut};
+
+use super::json_edit::{self, Member};
+
+/// Whether an Azure OpenAI `api-version` accepts `stream_options`: from `2024-09-01-preview`
+/// (GA `2024-10-21`); older ones answer 400. Versions that are not dates (`preview`, `latest`,
+/// the v1 API) are current. No version at all: not Azure's dated API.
+pub fn supports_stream_options(api_version: Option<&str>) -> bool {
+    let Some(v) = api_version else {
+        return true;
+    };
+    let date = v.get(..10).filter(|d| {
+        d.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+    });
+    match date {
+        Some(d) => d >= "2024-09-01",
+        None => !v.is_empty(),
+    }
+}
+
+/// The `api-version` query parameter.
+pub fn api_version(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("api-version="))
+}
+
+fn only<'m>(b: &[u8], members: &'m [Member], name: &str) -> Result<Option<&'m Member>, ()> {
+    let mut found = members
+        .iter()
+        .filter(|m| &b[m.key.clone()] == name.as_bytes());
+    match (found.next(), found.next()) {
+        (first, None) => Ok(first),
+        // A duplicate key: which one the upstream reads is not ours to guess.
+        _ => Err(()),
+    }
+}
+
+/// The request with `stream_options.include_usage` set, when it streams and does not already
+/// ask for usage. `None`: leave the request alone (not streaming, already asking, or anything
+/// about the body that makes an exact edit uncertain).
+pub fn include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    let (open, members) = json_edit::members(body)?;
+    if json_edit::has_escaped_key(body, &members) {
+        return None;
+    }
+    let stream = only(body, &members, "stream").ok()??;
+    if &body[stream.value.clone()] != b"true" {
+        return None;
+    }
+    let Some(options) = only(body, &members, "stream_options").ok()? else {
+        return Some(json_edit::splice(
+            body,
+            open..open,
+            br#""stream_options":{"include_usage":true},"#,
+        ));
+    };
+    let value = &body[options.value.clone()];
+    if value == b"null" {
+        return Some(json_edit::splice(
+            body,
+            options.value.clone(),
+            br#"{"include_usage":true}"#,
+        ));
+    }
+    let (inner_open, inner) = json_edit::members(value)?;
+    if json_edit::has_escaped_key(value, &inner) {
+        return None;
+    }
+    let base = options.value.start;
+    match only(value, &inner, "include_usage").ok()? {
+        Some(m) if &value[m.value.clone()] == b"true" => None,
+        Some(m) => Some(json_edit::splice(
+            body,
+            base + m.value.start..base + m.value.end,
+            b"true",
+        )),
+        None if inner.is_empty() => Some(json_edit::splice(
+            body,
+            options.value.clone(),
+            br#"{"include_usage":true}"#,
+        )),
+        None => Some(json_edit::splice(
+            body,
+            base + inner_open..base + inner_open,
+            br#""include_usage":true,"#,
+        )),
+    }
+}
+
+/// What to do with one SSE event of an injected stream.
+enum Verdict {
+    Keep,
+    Drop,
+    Replace(Vec<u8>),
+}
+
+fn verdict(event: &[u8]) -> Verdict {
+    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+        return Verdict::Keep;
+    }
+    // The data line: OpenAI-compatible servers send one per chunk.
+    let mut data = None;
+    let mut start = 0;
+    while start < event.len() {
+        let end = memchr::memchr2(b'\n', b'\r', &event[start..]).map_or(event.len(), |i| start + i);
+        let line = &event[start..end];
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if data.is_some() {
+                return Verdict::Keep;
+            }
+            let skip = usize::from(rest.first() == Some(&b' '));
+            data = Some(start + 5 + skip..end);
+        }
+        start = end + 1;
+    }
+    let Some(data) = data else {
+        return Verdict::Keep;
+    };
+    let payload = &event[data.clone()];
+    let Some((_, members)) = json_edit::members(payload) else {
+        return Verdict::Keep;
+    };
+    if json_edit::has_escaped_key(payload, &members) {
+        return Verdict::Keep;
+    }
+    let Some(usage) = members
+        .iter()
+        .position(|m| &payload[m.key.clone()] == b"usage")
+    else {
+        return Verdict::Keep;
+    };
+    let usage_is_null = &payload[members[usage].value.clone()] == b"null";
+    let no_choices = json_edit::find(payload, &members, "choices").is_some_and(|c| {
+        payload[c.value.clone()]
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .eq(b"[]".iter())
+    });
+    if !usage_is_null && no_choices {
+        return Verdict::Drop;
+    }
+    if !usage_is_null {
+        return Verdict::Keep;
+    }
+    let cut = json_edit::removal(&members, usage);
+    let mut out = Vec::with_capacity(event.len());
+    out.extend_from_slice(&event[..data.start]);
+    out.extend_from_slice(&payload[..cut.start]);
+    out.extend_from_slice(&payload[cut.end..]);
+    out.extend_from_slice(&event[data.end..]);
+    Verdict::Replace(out)
+}
+
+/// The end of the first complete event in `b` (just past its blank line), if any.
+fn event_end(b: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\n' | b'\r' => {
+                let blank = i == line_start;
+                let mut next = i + 1;
+                if b[i] == b'\r' && b.get(next) == Some(&b'\n') {
+                    next += 1;
+                }
+                if blank {
+                    return Some(next);
+                }
+                line_start = next;
+                i = next;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Removes the traces of usage injection from an SSE stream, event by event.
+///
+/// Complete events are forwarded as soon as they are complete; an event split across frames
+/// is held until its end arrives (an SSE client cannot act on half an event anyway). Frames
+/// that need no change pass through without a copy. Past `max_pending` bytes without an event
+/// end, the stripper stops rewriting and passes everything through.
+#[derive(Debug)]
+pub struct UsageStripper {
+    pending: Vec<u8>,
+    max_pending: usize,
+    gave_up: bool,
+}
+
+impl UsageStripper {
+    pub fn new(max_pending: usize) -> Self {
+        UsageStripper {
+            pending: Vec::new(),
+            max_pending,
+            gave_up: false,
+        }
+    }
+
+    /// Rewrites the next frame; returns what to forward now (possibly nothing).
+    pub fn push(&mut self, input: Bytes) -> Bytes {
+        if self.gave_up {
+            return input;
+        }
+        if self.pending.is_empty() {
+            // The usual frame: whole events, none touched, forwarded as is.
+            let mut at = 0;
+            let mut changed = false;
+            while let Some(end) = event_end(&input[at..]) {
+                if !matches!(verdict(&input[at..at + end]), Verdict::Keep) {
+                    changed = true;
+                    break;
+                }
+                at += end;
+            }
+            if !changed && at == input.len() {
+                return input;
+            }
+        }
+        self.pending.extend_from_slice(&input);
+        let mut out = BytesMut::with_capacity(self.pending.len());
+        let mut at = 0;
+        while let Some(end) = event_end(&self.pending[at..]) {
+            let event = &self.pending[at..at + end];
+            match verdict(event) {
+                Verdict::Keep => out.extend_from_slice(event),
+                Verdict::Drop => {}
+                Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+            }
+            at += end;
+        }
+        self.pending.drain(..at);
+        if self.pending.len() > self.max_pending {
+            self.gave_up = true;
+            out.extend_from_slice(&self.pending);
+            self.pending.clear();
+        }
+        out.freeze()
+    }
+
+    /// The stream ended: whatever is held (an unterminated event) goes out as it is.
+    pub fn finish(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn injected(body: &str) -> Option<String> {
+        include_usage(body.as_bytes()).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn usage_is_requested_with_a_minimal_edit() {
+        assert_eq!(
+            injected(r#"{"model":"m","stream":true,"messages":[]}"#).as_deref(),
+            Some(
+                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
+            )
+        );
+        assert_eq!(
+            injected(r#"{"stream": true, "stream_options": null}"#).as_deref(),
+            Some(r#"{"stream": true, "stream_options": {"include_usage":true}}"#)
+        );
+        assert_eq!(
+            injected(r#"{"stream":true,"stream_options":{"include_usage":false}}"#).as_deref(),
+            Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#)
+        );
+        assert_eq!(
+            injected(r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#)
+                .as_deref(),
+            Some(
+                r#"{"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#
+            )
+        );
+        assert_eq!(
+            injected(r#"{"stream":true,"stream_options":{}}"#).as_deref(),
+            Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#)
+        );
+    }
+
+    #[test]
+    fn requests_that_must_be_left_alone() {
+        for body in [
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"stream":false}"#,
+            r#"{"stream":"true"}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"stream":true,"stream_options":"yes"}"#,
+            r#"{"stream":true,"stream":true}"#,
+            r#"{"stream":true,"stream_option\u0073":null}"#,
+            r#"not json"#,
+        ] {
+            assert_eq!(injected(body), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn azure_api_versions() {
+        assert!(supports_stream_options(None));
+        assert!(supports_stream_options(Some("2024-09-01-preview")));
+        assert!(supports_stream_options(Some("2024-10-21")));
+        assert!(supports_stream_options(Some("2025-04-01-preview")));
+        assert!(supports_stream_options(Some("preview")));
+        assert!(!supports_stream_options(Some("2024-08-01-preview")));
+        assert!(!supports_stream_options(Some("2024-06-01")));
+        assert!(!supports_stream_options(Some("2023-05-15")));
+        assert!(!supports_stream_options(Some("")));
+        assert_eq!(
+            api_version(Some("a=1&api-version=2024-10-21")),
+            Some("2024-10-21")
+        );
+        assert_eq!(api_version(Some("a=1")), None);
+    }
+
+    /// What the mock (and OpenAI) sends: with usage requested, `"usage":null` in every chunk and
+    /// a usage-only chunk before `[DONE]`.
+    fn stream(with_usage: bool) -> Vec<u8> {
+        let u = if with_usage { r#","usage":null"# } else { "" };
+        let mut s = String::new();
+        for word in ["Hello", " there"] {
+            s.push_str(&format!(
+                "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{word}\"}},\"finish_reason\":null}}]{u}}}\n\n"
+            ));
+        }
+        s.push_str(&format!(
+            "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]{u}}}\n\n"
+        ));
+        if with_usage {
+            s.push_str("data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n");
+        }
+        s.push_str("data: [DONE]\n\n");
+        s.into_bytes()
+    }
+
+    fn strip(frames: &[&[u8]]) -> Vec<u8> {
+        let mut s = UsageStripper::new(1 << 20);
+        let mut out = Vec::new();
+        for f in frames {
+            out.extend_from_slice(&s.push(Bytes::copy_from_slice(f)));
+        }
+        out.extend_from_slice(&s.finish());
+        out
+    }
+
+    #[test]
+    fn the_client_receives_the_stream_it_would_have_without_injection() {
+        assert_eq!(strip(&[&stream(true)]), stream(false));
+    }
+
+    #[test]
+    fn untouched_frames_are_not_copied() {
+        let mut s = UsageStripper::new(1 << 20);
+        let frame = Bytes::from(stream(false));
+        let out = s.push(frame.clone());
+        assert_eq!(out.as_ptr(), frame.as_ptr(), "the same buffer, not a copy");
+    }
+
+    #[test]
+    fn a_usage_the_client_asked_for_in_a_chunk_with_choices_stays() {
+        let chunk = b"data: {\"choices\":[{\"index\":0}],\"usage\":{\"prompt_tokens\":1}}\n\n";
+        assert_eq!(strip(&[chunk]), chunk);
+    }
+
+    #[test]
+    fn an_endless_event_gives_up_and_passes_through() {
+        let mut s = UsageStripper::new(16);
+        let a = s.push(Bytes::from_static(b"data: {\"usage\":null,"));
+        let b = s.push(Bytes::from_static(
+            b"\"x\":1}\n\ndata: {\"usage\":null}\n\n",
+        ));
+        assert_eq!(
+            [a, b].concat(),
+            b"data: {\"usage\":null,\"x\":1}\n\ndata: {\"usage\":null}\n\n"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn stripping_does_not_depend_on_frame_boundaries(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10)) {
+            let bytes = stream(true);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut frames = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                frames.push(&bytes[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(strip(&frames), stream(false));
+        }
+    }
+}
