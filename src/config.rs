@@ -164,6 +164,8 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     /// Full traces endpoint, used as is.
     pub traces_endpoint: Option<String>,
+    /// Full logs endpoint (content captured as events), used as is.
+    pub logs_endpoint: Option<String>,
     pub protocol: OtlpProtocol,
     /// Sent with every export (e.g. an API key); masked by `check-config`.
     pub headers: BTreeMap<String, String>,
@@ -177,6 +179,7 @@ impl Default for OtlpConfig {
         OtlpConfig {
             endpoint: None,
             traces_endpoint: None,
+            logs_endpoint: None,
             protocol: OtlpProtocol::HttpProtobuf,
             headers: BTreeMap::new(),
             timeout: Dur::secs(10),
@@ -192,15 +195,25 @@ impl OtlpConfig {
 
     /// The URL spans are sent to, per the OTLP exporter specification.
     pub fn traces_url(&self) -> String {
-        if let Some(url) = &self.traces_endpoint {
-            return url.clone();
+        self.signal_url("traces", self.traces_endpoint.as_deref())
+    }
+
+    /// The URL log records (events) are sent to.
+    pub fn logs_url(&self) -> String {
+        self.signal_url("logs", self.logs_endpoint.as_deref())
+    }
+
+    /// A signal-specific endpoint is used as is; the base one gets `/v1/{signal}` for HTTP.
+    fn signal_url(&self, signal: &str, specific: Option<&str>) -> String {
+        if let Some(url) = specific {
+            return url.to_owned();
         }
         match (&self.endpoint, self.protocol) {
             (Some(base), OtlpProtocol::HttpProtobuf) => {
-                format!("{}/v1/traces", base.trim_end_matches('/'))
+                format!("{}/v1/{signal}", base.trim_end_matches('/'))
             }
             (Some(base), OtlpProtocol::Grpc) => base.clone(),
-            (None, OtlpProtocol::HttpProtobuf) => "http://localhost:4318/v1/traces".to_owned(),
+            (None, OtlpProtocol::HttpProtobuf) => format!("http://localhost:4318/v1/{signal}"),
             (None, OtlpProtocol::Grpc) => "http://localhost:4317".to_owned(),
         }
     }
@@ -582,6 +595,10 @@ impl Config {
                 "telemetry.otlp.traces_endpoint",
                 &self.telemetry.otlp.traces_endpoint,
             ),
+            (
+                "telemetry.otlp.logs_endpoint",
+                &self.telemetry.otlp.logs_endpoint,
+            ),
         ] {
             if let Some(url) = value {
                 validate_url(url).map_err(|m| invalid(key, m))?;
@@ -815,6 +832,7 @@ fn otel_env(env: &[(String, String)]) -> Vec<EnvVar> {
     for (name, path) in [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "endpoint"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces_endpoint"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "logs_endpoint"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "protocol"),
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "protocol"),
         ("OTEL_EXPORTER_OTLP_CERTIFICATE", "ca_file"),
@@ -1035,6 +1053,7 @@ max_queue_size = 100
         ])
         .unwrap();
         assert_eq!(c.telemetry.otlp.traces_url(), "http://b:4318/custom");
+        assert_eq!(c.telemetry.otlp.logs_url(), "http://a:4318/v1/logs");
     }
 
     #[test]

@@ -63,6 +63,14 @@ counters! {
     spans_exported,
     /// Spans in batches an exporter failed or timed out on.
     spans_failed,
+    /// GenAI events (content captured as log records) handed to an export queue.
+    events_queued,
+    /// Events dropped because an export queue was full.
+    events_dropped,
+    /// Events an exporter accepted.
+    events_exported,
+    /// Events in batches an exporter failed or timed out on.
+    events_failed,
 }
 
 impl Stats {

@@ -8,9 +8,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
-use support::otlp::{OtlpReceiver, int, string};
+use support::otlp::{OtlpReceiver, int, string, value};
 use support::{LIMIT, post_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_genai-tap");
@@ -187,7 +188,7 @@ async fn export_over(protocol: &str) {
     assert!(ok.iter().all(|s| s.span.name == "chat gpt-4o-mini"));
     let plain_span = ok
         .iter()
-        .find(|s| string(&s.span.attributes, "gen_ai.request.stream").is_none())
+        .find(|s| value(&s.span.attributes, "gen_ai.request.stream").is_none())
         .unwrap();
     assert_eq!(
         int(&plain_span.span.attributes, "gen_ai.usage.input_tokens"),
@@ -211,6 +212,71 @@ async fn binary_exports_spans_over_otlp_grpc_and_flushes_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_exports_spans_over_otlp_http_protobuf_and_flushes_on_sigterm() {
     export_over("http/protobuf").await;
+}
+
+async fn events_over(protocol: &str) {
+    let receiver = OtlpReceiver::start().await;
+    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
+        .await
+        .unwrap();
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut running = run(
+        &format!("http://{mock}"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            (
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+                "SPAN_AND_EVENT",
+            ),
+        ],
+    );
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    post_json(
+        &url,
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Bonjour"}]}"#,
+    )
+    .await;
+    assert!(terminate(&mut running.child).success());
+
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1);
+    let span = &spans[0].span;
+    let input = string(&span.attributes, "gen_ai.input.messages").unwrap();
+    assert!(input.contains("Bonjour"), "JSON text on the span: {input}");
+    let events = receiver.log_records();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(
+        event.event_name,
+        "gen_ai.client.inference.operation.details"
+    );
+    assert_eq!(event.trace_id, span.trace_id, "in the span's context");
+    assert_eq!(event.span_id, span.span_id);
+    assert_eq!(
+        string(&event.attributes, "gen_ai.request.model").as_deref(),
+        Some("gpt-4o")
+    );
+    match value(&event.attributes, "gen_ai.input.messages") {
+        Some(any_value::Value::ArrayValue(messages)) => {
+            let first = format!("{:?}", messages.values[0]);
+            assert!(
+                first.contains("Bonjour") && first.contains("KvlistValue"),
+                "{first}"
+            );
+        }
+        other => panic!("structured content on the event: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_content_is_exported_as_an_event_over_otlp_grpc() {
+    events_over("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_content_is_exported_as_an_event_over_otlp_http() {
+    events_over("http/protobuf").await;
 }
 
 #[test]

@@ -7,10 +7,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use opentelemetry::logs::AnyValue;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Map, json};
 
@@ -42,11 +44,11 @@ impl ConsoleExporter {
     }
 }
 
-impl SpanExporter for ConsoleExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+impl ConsoleExporter {
+    fn write_lines(&self, lines: impl Iterator<Item = serde_json::Value>) -> OTelSdkResult {
         let mut text = String::new();
-        for span in &batch {
-            text.push_str(&render(span, &self.resource).to_string());
+        for line in lines {
+            text.push_str(&line.to_string());
             text.push('\n');
         }
         let mut sink = self
@@ -58,11 +60,62 @@ impl SpanExporter for ConsoleExporter {
             .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
+    fn take_resource(&mut self, resource: &Resource) {
         self.resource = resource
             .iter()
             .map(|(k, v)| (k.to_string(), value(v)))
             .collect();
+    }
+}
+
+impl SpanExporter for ConsoleExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.write_lines(batch.iter().map(|span| render(span, &self.resource)))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.take_resource(resource);
+    }
+}
+
+/// Events print as `{"event": name, ...}`, one per line, beside the spans.
+impl LogExporter for ConsoleExporter {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        self.write_lines(batch.iter().map(|(record, scope)| {
+            let attributes: Map<String, serde_json::Value> = record
+                .attributes_iter()
+                .map(|(k, v)| (k.to_string(), any(v)))
+                .collect();
+            let context = record.trace_context();
+            json!({
+                "event": record.event_name(),
+                "timestamp": record.timestamp().map(rfc3339),
+                "trace_id": context.map(|c| c.trace_id.to_string()),
+                "span_id": context.map(|c| c.span_id.to_string()),
+                "attributes": attributes,
+                "resource": self.resource,
+                "scope": {"name": scope.name(), "version": scope.version()},
+            })
+        }))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.take_resource(resource);
+    }
+}
+
+fn any(v: &AnyValue) -> serde_json::Value {
+    match v {
+        AnyValue::Int(i) => json!(i),
+        AnyValue::Double(f) => json!(f),
+        AnyValue::String(s) => json!(s.as_str()),
+        AnyValue::Boolean(b) => json!(b),
+        AnyValue::Bytes(b) => json!(b.as_slice()),
+        AnyValue::ListAny(items) => serde_json::Value::Array(items.iter().map(any).collect()),
+        AnyValue::Map(map) => {
+            serde_json::Value::Object(map.iter().map(|(k, v)| (k.to_string(), any(v))).collect())
+        }
+        other => json!(format!("{other:?}")),
     }
 }
 
@@ -184,7 +237,8 @@ mod tests {
         use opentelemetry::trace::*;
         let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
         let mut exporter = ConsoleExporter::new(buf.clone());
-        exporter.set_resource(
+        SpanExporter::set_resource(
+            &mut exporter,
             &Resource::builder_empty()
                 .with_attribute(KeyValue::new("service.name", "svc"))
                 .build(),
@@ -216,7 +270,9 @@ mod tests {
             status: Status::error("429"),
             instrumentation_scope: Default::default(),
         };
-        exporter.export(vec![span.clone(), span]).await.unwrap();
+        SpanExporter::export(&exporter, vec![span.clone(), span])
+            .await
+            .unwrap();
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

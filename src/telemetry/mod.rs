@@ -1,10 +1,12 @@
-//! Telemetry: finished exchanges become GenAI spans and leave through export queues.
+//! Telemetry: finished exchanges become GenAI spans (and, with content captured as events,
+//! `gen_ai.client.inference.operation.details` log records) and leave through export queues.
 //!
 //! Owns: span ids, the resource and instrumentation scope, the set of destinations (OTLP,
-//! console), and their lifecycle (flush, shutdown). Does not: parse HTTP, or wait: recording an
-//! exchange offers a span to each destination's bounded queue and returns.
+//! console) per signal, and their lifecycle (flush, shutdown). Does not: parse HTTP, or wait:
+//! recording an exchange offers to each destination's bounded queue and returns.
 
 pub mod console;
+pub mod events;
 pub mod memory;
 pub mod otlp;
 pub mod pipeline;
@@ -14,16 +16,18 @@ pub mod span;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::logs::LoggerProvider;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanExporter};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanExporter};
 
-use crate::config::{Config, ExporterKind};
+use crate::config::{Config, ExporterKind, OtlpProtocol};
 use crate::exchange::Exchange;
 use crate::stats::Stats;
 pub use pipeline::BatchSettings;
-use pipeline::Pipeline;
+use pipeline::{Events, Pipeline, Spans};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -44,12 +48,23 @@ pub struct Telemetry {
 
 #[derive(Debug)]
 struct Inner {
-    pipelines: Vec<Pipeline>,
+    spans: Vec<Pipeline<SpanData>>,
+    events: Vec<Pipeline<SdkLogRecord>>,
     content: span::ContentSettings,
     scope: InstrumentationScope,
+    /// Makes log records; it has no processors of its own (our pipelines export them).
+    logger: SdkLogger,
+    _logger_provider: SdkLoggerProvider,
     ids: RandomIdGenerator,
     /// Where each destination goes, for the start-up log line.
     destinations: Vec<String>,
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("genai-tap")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url(semconv::SCHEMA_URL)
+        .build()
 }
 
 /// Assembles a [`Telemetry`] from exporters.
@@ -58,22 +73,41 @@ pub struct TelemetryBuilder {
     resource: Resource,
     settings: BatchSettings,
     stats: Arc<Stats>,
-    pipelines: Vec<Pipeline>,
+    spans: Vec<Pipeline<SpanData>>,
+    events: Vec<Pipeline<SdkLogRecord>>,
     destinations: Vec<String>,
 }
 
 impl TelemetryBuilder {
-    /// Adds a destination with its own queue and export task (needs a Tokio runtime).
+    /// Adds a span destination with its own queue and export task (needs a Tokio runtime).
     pub fn exporter<E: SpanExporter + 'static>(
         mut self,
         name: &'static str,
         description: impl Into<String>,
         exporter: E,
     ) -> Self {
-        self.pipelines.push(Pipeline::spawn(
+        let destination = Spans::new(exporter, &self.resource);
+        self.spans.push(Pipeline::spawn(
             name,
-            exporter,
-            &self.resource,
+            destination,
+            self.settings,
+            self.stats.clone(),
+        ));
+        self.destinations.push(description.into());
+        self
+    }
+
+    /// Adds a destination for GenAI events (content captured as log records).
+    pub fn event_exporter<E: LogExporter + 'static>(
+        mut self,
+        name: &'static str,
+        description: impl Into<String>,
+        exporter: E,
+    ) -> Self {
+        let destination = Events::new(exporter, &self.resource, scope());
+        self.events.push(Pipeline::spawn(
+            name,
+            destination,
             self.settings,
             self.stats.clone(),
         ));
@@ -88,14 +122,17 @@ impl TelemetryBuilder {
     }
 
     pub fn build(self) -> Telemetry {
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(self.resource.clone())
+            .build();
         Telemetry {
             inner: Arc::new(Inner {
-                pipelines: self.pipelines,
+                spans: self.spans,
+                events: self.events,
                 content: self.content,
-                scope: InstrumentationScope::builder("genai-tap")
-                    .with_version(env!("CARGO_PKG_VERSION"))
-                    .with_schema_url(semconv::SCHEMA_URL)
-                    .build(),
+                scope: scope(),
+                logger: provider.logger_with_scope(scope()),
+                _logger_provider: provider,
                 ids: RandomIdGenerator::default(),
                 destinations: self.destinations,
             }),
@@ -114,7 +151,8 @@ impl Telemetry {
             resource,
             settings,
             stats,
-            pipelines: Vec::new(),
+            spans: Vec::new(),
+            events: Vec::new(),
             destinations: Vec::new(),
         }
     }
@@ -126,28 +164,48 @@ impl Telemetry {
             .content(content_settings(config))
     }
 
-    /// The destinations the configuration asks for.
+    /// The destinations the configuration asks for: spans to each exporter, and events too
+    /// when content is captured as events.
     pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, TelemetryError> {
+        let events = content_settings(config).on_event;
         let mut builder = Telemetry::configured(config, stats);
         for kind in config.exporters() {
             builder = match kind {
                 ExporterKind::Otlp => {
                     let otlp = &config.telemetry.otlp;
                     let protocol = match otlp.protocol {
-                        crate::config::OtlpProtocol::Grpc => "grpc",
-                        crate::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+                        OtlpProtocol::Grpc => "grpc",
+                        OtlpProtocol::HttpProtobuf => "http/protobuf",
                     };
-                    builder.exporter(
+                    builder = builder.exporter(
                         "otlp",
                         format!("OTLP {protocol} to {}", otlp.traces_url()),
                         otlp::span_exporter(otlp)?,
-                    )
+                    );
+                    if events {
+                        builder = builder.event_exporter(
+                            "otlp-logs",
+                            format!("OTLP {protocol} events to {}", otlp.logs_url()),
+                            otlp::log_exporter(otlp)?,
+                        );
+                    }
+                    builder
                 }
-                ExporterKind::Console => builder.exporter(
-                    "console",
-                    "console (stdout)",
-                    console::ConsoleExporter::stdout(),
-                ),
+                ExporterKind::Console => {
+                    builder = builder.exporter(
+                        "console",
+                        "console (stdout)",
+                        console::ConsoleExporter::stdout(),
+                    );
+                    if events {
+                        builder = builder.event_exporter(
+                            "console-events",
+                            "console events (stdout)",
+                            console::ConsoleExporter::stdout(),
+                        );
+                    }
+                    builder
+                }
                 ExporterKind::None => builder,
             };
         }
@@ -158,27 +216,41 @@ impl Telemetry {
         &self.inner.destinations
     }
 
-    /// Builds the exchange's span and offers it to every destination. Never waits.
+    /// Builds the exchange's span (and event) and offers them to every destination. Never waits.
     pub fn record(&self, exchange: &Exchange) {
-        let Some((last, rest)) = self.inner.pipelines.split_last() else {
-            return;
-        };
-        let data = span::build(
-            exchange,
-            self.inner.ids.new_trace_id(),
-            self.inner.ids.new_span_id(),
-            &self.inner.scope,
-            self.inner.content,
-        );
-        for p in rest {
-            p.offer(data.clone());
+        let inner = &*self.inner;
+        let trace_id = inner.ids.new_trace_id();
+        let span_id = inner.ids.new_span_id();
+        if let Some((last, rest)) = inner.spans.split_last() {
+            let data = span::build(exchange, trace_id, span_id, &inner.scope, inner.content);
+            for p in rest {
+                p.offer(data.clone());
+            }
+            last.offer(data);
         }
-        last.offer(data);
+        if inner.content.on_event
+            && let Some((last, rest)) = inner.events.split_last()
+            && let Some(record) = events::build(
+                &inner.logger,
+                exchange,
+                trace_id,
+                span_id,
+                inner.content.max_bytes,
+            )
+        {
+            for p in rest {
+                p.offer(record.clone());
+            }
+            last.offer(record);
+        }
     }
 
     /// Exports everything recorded so far.
     pub async fn flush(&self) {
-        for p in &self.inner.pipelines {
+        for p in &self.inner.spans {
+            p.flush().await;
+        }
+        for p in &self.inner.events {
             p.flush().await;
         }
     }
@@ -186,7 +258,10 @@ impl Telemetry {
     /// Exports what is queued and stops every exporter, within `deadline` in all.
     pub async fn shutdown(&self, deadline: Duration) {
         let all = async {
-            for p in &self.inner.pipelines {
+            for p in &self.inner.spans {
+                p.shutdown().await;
+            }
+            for p in &self.inner.events {
                 p.shutdown().await;
             }
         };

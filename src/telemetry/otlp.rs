@@ -40,55 +40,84 @@ impl HttpClient for OtlpHttpClient {
     }
 }
 
+/// The settings every OTLP/HTTP exporter shares, whatever the signal.
+fn http_setup<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    cfg: &OtlpConfig,
+    url: String,
+) -> Result<B, TelemetryError> {
+    let connector = client::connector(cfg.ca_file.as_deref(), cfg.timeout.0)?;
+    let headers: HashMap<String, String> = cfg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(builder
+        .with_http_client(OtlpHttpClient {
+            client: client::pooled(connector, std::time::Duration::from_secs(90)),
+        })
+        .with_endpoint(url)
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(cfg.timeout.0)
+        .with_headers(headers))
+}
+
+/// The settings every OTLP/gRPC exporter shares, whatever the signal.
+fn grpc_setup<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    cfg: &OtlpConfig,
+    url: String,
+) -> Result<B, TelemetryError> {
+    let mut metadata = http::HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
+        metadata.insert(name, value);
+    }
+    let https = url.starts_with("https://");
+    let mut builder = builder
+        .with_endpoint(url)
+        .with_protocol(Protocol::Grpc)
+        .with_timeout(cfg.timeout.0)
+        .with_metadata(tonic::metadata::MetadataMap::from_headers(metadata));
+    if https {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| client::ClientError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.with_tls_config(tls);
+    }
+    Ok(builder)
+}
+
+fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, TelemetryError> {
+    result.map_err(|e| TelemetryError::Exporter(e.to_string()))
+}
+
 pub fn span_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let url = cfg.traces_url();
-    let built = match cfg.protocol {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match cfg.protocol {
         OtlpProtocol::HttpProtobuf => {
-            let connector = client::connector(cfg.ca_file.as_deref(), cfg.timeout.0)?;
-            let headers: HashMap<String, String> = cfg
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(OtlpHttpClient {
-                    client: client::pooled(connector, std::time::Duration::from_secs(90)),
-                })
-                .with_endpoint(url)
-                .with_protocol(Protocol::HttpBinary)
-                .with_timeout(cfg.timeout.0)
-                .with_headers(headers)
-                .build()
+            built(http_setup(builder.with_http(), cfg, cfg.traces_url())?.build())
         }
         OtlpProtocol::Grpc => {
-            let mut metadata = http::HeaderMap::new();
-            for (k, v) in &cfg.headers {
-                let name = http::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
-                let value = http::HeaderValue::from_str(v)
-                    .map_err(|e| TelemetryError::Exporter(format!("header {k:?}: {e}")))?;
-                metadata.insert(name, value);
-            }
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(url.clone())
-                .with_protocol(Protocol::Grpc)
-                .with_timeout(cfg.timeout.0)
-                .with_metadata(tonic::metadata::MetadataMap::from_headers(metadata));
-            if url.starts_with("https://") {
-                let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-                if let Some(path) = &cfg.ca_file {
-                    let pem = std::fs::read(path).map_err(|e| client::ClientError::CaFile {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                    tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                }
-                builder = builder.with_tls_config(tls);
-            }
-            builder.build()
+            built(grpc_setup(builder.with_tonic(), cfg, cfg.traces_url())?.build())
         }
-    };
-    built.map_err(|e| TelemetryError::Exporter(e.to_string()))
+    }
+}
+
+pub fn log_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter, TelemetryError> {
+    let builder = opentelemetry_otlp::LogExporter::builder();
+    match cfg.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            built(http_setup(builder.with_http(), cfg, cfg.logs_url())?.build())
+        }
+        OtlpProtocol::Grpc => built(grpc_setup(builder.with_tonic(), cfg, cfg.logs_url())?.build()),
+    }
 }

@@ -1,15 +1,21 @@
-//! One export queue per destination: bounded, batched, exported off the request path.
+//! One export queue per destination and signal: bounded, batched, exported off the request path.
 //!
-//! Owns: the queue between span building and an exporter, batching by size and delay, export
-//! timeouts, and the counters a fail-open proxy needs (queued, dropped, exported, failed).
-//! Offering a span never waits: a full queue drops it and counts the drop. One slow or dead
-//! destination cannot hold up another, since each has its own queue and task.
-//! Does not: build spans or pick exporters.
+//! Owns: the queue between building telemetry and an exporter, batching by size and delay,
+//! export timeouts, and the counters a fail-open proxy needs (queued, dropped, exported,
+//! failed). Offering an item never waits: a full queue drops it and counts the drop. Each
+//! destination has its own queue and task, so one slow or dead destination cannot hold up
+//! another. Spans and log records (events) share this code through [`Destination`].
+//! Does not: build spans or records, or pick exporters.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -24,63 +30,137 @@ pub struct BatchSettings {
     pub export_timeout: Duration,
 }
 
-enum Message {
-    Span(Box<SpanData>),
+/// Somewhere a batch of items can be exported to.
+pub trait Destination: Send + Sync + 'static {
+    type Item: Send + 'static;
+    /// The counters this signal reports under.
+    const COUNTERS: Counters;
+    fn export(&self, batch: Vec<Self::Item>) -> impl Future<Output = OTelSdkResult> + Send;
+    fn shutdown(&self) -> OTelSdkResult;
+}
+
+/// Which [`Stats`] counters a signal increments.
+#[derive(Clone, Copy)]
+pub struct Counters {
+    pub queued: fn(&Stats) -> &AtomicU64,
+    pub dropped: fn(&Stats) -> &AtomicU64,
+    pub exported: fn(&Stats) -> &AtomicU64,
+    pub failed: fn(&Stats) -> &AtomicU64,
+}
+
+/// Spans to a [`SpanExporter`].
+#[derive(Debug)]
+pub struct Spans<E>(E);
+
+impl<E: SpanExporter + 'static> Spans<E> {
+    pub fn new(mut exporter: E, resource: &Resource) -> Self {
+        exporter.set_resource(resource);
+        Spans(exporter)
+    }
+}
+
+impl<E: SpanExporter + 'static> Destination for Spans<E> {
+    type Item = SpanData;
+    const COUNTERS: Counters = Counters {
+        queued: |s| &s.spans_queued,
+        dropped: |s| &s.spans_dropped,
+        exported: |s| &s.spans_exported,
+        failed: |s| &s.spans_failed,
+    };
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        self.0.export(batch)
+    }
+    fn shutdown(&self) -> OTelSdkResult {
+        self.0.shutdown()
+    }
+}
+
+/// Log records (GenAI events) to a [`LogExporter`], all under one instrumentation scope.
+#[derive(Debug)]
+pub struct Events<E> {
+    exporter: E,
+    scope: InstrumentationScope,
+}
+
+impl<E: LogExporter + 'static> Events<E> {
+    pub fn new(mut exporter: E, resource: &Resource, scope: InstrumentationScope) -> Self {
+        exporter.set_resource(resource);
+        Events { exporter, scope }
+    }
+}
+
+impl<E: LogExporter + 'static> Destination for Events<E> {
+    type Item = SdkLogRecord;
+    const COUNTERS: Counters = Counters {
+        queued: |s| &s.events_queued,
+        dropped: |s| &s.events_dropped,
+        exported: |s| &s.events_exported,
+        failed: |s| &s.events_failed,
+    };
+    async fn export(&self, batch: Vec<SdkLogRecord>) -> OTelSdkResult {
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            batch.iter().map(|r| (r, &self.scope)).collect();
+        self.exporter.export(LogBatch::new(&refs)).await
+    }
+    fn shutdown(&self) -> OTelSdkResult {
+        self.exporter.shutdown()
+    }
+}
+
+enum Message<T> {
+    Item(Box<T>),
     Flush(oneshot::Sender<()>),
-    /// Export what is queued, stop the exporter, and stop taking spans.
+    /// Export what is queued, stop the exporter, and stop taking items.
     Shutdown(oneshot::Sender<()>),
 }
 
 /// The handle of one destination's queue and export task.
-#[derive(Debug)]
-pub struct Pipeline {
+pub struct Pipeline<T> {
     name: &'static str,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Message<T>>,
     stats: Arc<Stats>,
+    counters: Counters,
     drops: LogLimiter,
 }
 
-impl std::fmt::Debug for Message {
+impl<T> std::fmt::Debug for Pipeline<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Message::Span(_) => "Span",
-            Message::Flush(_) => "Flush",
-            Message::Shutdown(_) => "Shutdown",
-        })
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
-impl Pipeline {
-    /// Starts the export task for `exporter` on the current Tokio runtime.
-    pub fn spawn<E: SpanExporter + 'static>(
+impl<T: Send + 'static> Pipeline<T> {
+    /// Starts the export task for `destination` on the current Tokio runtime.
+    pub fn spawn<D: Destination<Item = T>>(
         name: &'static str,
-        mut exporter: E,
-        resource: &Resource,
+        destination: D,
         settings: BatchSettings,
         stats: Arc<Stats>,
-    ) -> Pipeline {
-        exporter.set_resource(resource);
+    ) -> Pipeline<T> {
         let (tx, rx) = mpsc::channel(settings.max_queue_size);
-        tokio::spawn(run(name, exporter, rx, settings, stats.clone()));
+        tokio::spawn(run(name, destination, rx, settings, stats.clone()));
         Pipeline {
             name,
             tx,
             stats,
+            counters: D::COUNTERS,
             drops: LogLimiter::new(Duration::from_secs(30)),
         }
     }
 
-    /// Queues a span for export, or drops it (counted) when the queue is full.
-    pub fn offer(&self, span: SpanData) {
-        match self.tx.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => Stats::incr(&self.stats.spans_queued),
+    /// Queues an item for export, or drops it (counted) when the queue is full.
+    pub fn offer(&self, item: T) {
+        match self.tx.try_send(Message::Item(Box::new(item))) {
+            Ok(()) => Stats::incr((self.counters.queued)(&self.stats)),
             Err(_) => {
-                Stats::incr(&self.stats.spans_dropped);
+                Stats::incr((self.counters.dropped)(&self.stats));
                 if let Some(suppressed) = self.drops.check() {
                     tracing::warn!(
                         exporter = self.name,
                         suppressed,
-                        "span export queue full; dropping spans (the proxied traffic is unaffected)"
+                        "export queue full; dropping telemetry (the proxied traffic is unaffected)"
                     );
                 }
             }
@@ -92,12 +172,12 @@ impl Pipeline {
         self.call(Message::Flush).await;
     }
 
-    /// Exports what is queued and stops the exporter; later spans are dropped (and counted).
+    /// Exports what is queued and stops the exporter; later items are dropped (and counted).
     pub async fn shutdown(&self) {
         self.call(Message::Shutdown).await;
     }
 
-    async fn call(&self, message: fn(oneshot::Sender<()>) -> Message) {
+    async fn call(&self, message: fn(oneshot::Sender<()>) -> Message<T>) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(message(done)).await.is_ok() {
             let _ = wait.await;
@@ -105,15 +185,63 @@ impl Pipeline {
     }
 }
 
-async fn run<E: SpanExporter>(
+struct Exporting<'a, D: Destination> {
     name: &'static str,
-    exporter: E,
-    mut rx: mpsc::Receiver<Message>,
+    destination: &'a D,
+    settings: BatchSettings,
+    stats: &'a Stats,
+    failures: LogLimiter,
+}
+
+impl<D: Destination> Exporting<'_, D> {
+    async fn export(&self, batch: &mut Vec<D::Item>) {
+        if batch.is_empty() {
+            return;
+        }
+        let items = std::mem::replace(
+            batch,
+            Vec::with_capacity(self.settings.max_export_batch_size),
+        );
+        let n = items.len() as u64;
+        let outcome =
+            tokio::time::timeout(self.settings.export_timeout, self.destination.export(items))
+                .await;
+        let error = match outcome {
+            Ok(Ok(())) => {
+                Stats::add((D::COUNTERS.exported)(self.stats), n);
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.settings.export_timeout),
+        };
+        Stats::add((D::COUNTERS.failed)(self.stats), n);
+        if let Some(suppressed) = self.failures.check() {
+            tracing::warn!(exporter = self.name, items = n, suppressed, %error, "telemetry export failed");
+        }
+    }
+
+    fn stop(&self) {
+        if let Err(e) = self.destination.shutdown() {
+            tracing::debug!(exporter = self.name, error = %e, "exporter shutdown reported an error");
+        }
+    }
+}
+
+async fn run<D: Destination>(
+    name: &'static str,
+    destination: D,
+    mut rx: mpsc::Receiver<Message<D::Item>>,
     settings: BatchSettings,
     stats: Arc<Stats>,
 ) {
-    let failures = LogLimiter::new(Duration::from_secs(30));
-    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.max_export_batch_size);
+    let exporting = Exporting {
+        name,
+        destination: &destination,
+        settings,
+        stats: &stats,
+        failures: LogLimiter::new(Duration::from_secs(30)),
+    };
+    let mut batch: Vec<D::Item> = Vec::with_capacity(settings.max_export_batch_size);
     let mut tick = tokio::time::interval_at(
         Instant::now() + settings.schedule_delay,
         settings.schedule_delay,
@@ -122,83 +250,44 @@ async fn run<E: SpanExporter>(
     loop {
         tokio::select! {
             message = rx.recv() => match message {
-                Some(Message::Span(span)) => {
-                    batch.push(*span);
+                Some(Message::Item(item)) => {
+                    batch.push(*item);
                     if batch.len() >= settings.max_export_batch_size {
-                        export(name, &exporter, &mut batch, settings, &stats, &failures).await;
+                        exporting.export(&mut batch).await;
                     }
                 }
                 Some(Message::Flush(done)) => {
-                    export(name, &exporter, &mut batch, settings, &stats, &failures).await;
+                    exporting.export(&mut batch).await;
                     let _ = done.send(());
                 }
                 Some(Message::Shutdown(done)) => {
                     rx.close();
-                    drain(&mut rx, &mut batch);
-                    export(name, &exporter, &mut batch, settings, &stats, &failures).await;
-                    stop(name, &exporter);
+                    // Items queued behind the shutdown belong to exchanges that finished before it.
+                    while let Ok(message) = rx.try_recv() {
+                        match message {
+                            Message::Item(item) => batch.push(*item),
+                            Message::Flush(d) | Message::Shutdown(d) => { let _ = d.send(()); }
+                        }
+                    }
+                    exporting.export(&mut batch).await;
+                    exporting.stop();
                     let _ = done.send(());
                     return;
                 }
                 None => break,
             },
-            _ = tick.tick() => export(name, &exporter, &mut batch, settings, &stats, &failures).await,
+            _ = tick.tick() => exporting.export(&mut batch).await,
         }
     }
-    export(name, &exporter, &mut batch, settings, &stats, &failures).await;
-    stop(name, &exporter);
-}
-
-/// Takes the spans still queued behind a shutdown (their exchanges finished before it).
-fn drain(rx: &mut mpsc::Receiver<Message>, batch: &mut Vec<SpanData>) {
-    while let Ok(message) = rx.try_recv() {
-        match message {
-            Message::Span(span) => batch.push(*span),
-            Message::Flush(done) | Message::Shutdown(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-fn stop<E: SpanExporter>(name: &'static str, exporter: &E) {
-    if let Err(e) = exporter.shutdown() {
-        tracing::debug!(exporter = name, error = %e, "exporter shutdown reported an error");
-    }
-}
-
-async fn export<E: SpanExporter>(
-    name: &'static str,
-    exporter: &E,
-    batch: &mut Vec<SpanData>,
-    settings: BatchSettings,
-    stats: &Stats,
-    failures: &LogLimiter,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let spans = std::mem::replace(batch, Vec::with_capacity(settings.max_export_batch_size));
-    let n = spans.len() as u64;
-    let error = match tokio::time::timeout(settings.export_timeout, exporter.export(spans)).await {
-        Ok(Ok(())) => {
-            Stats::add(&stats.spans_exported, n);
-            return;
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {:?}", settings.export_timeout),
-    };
-    Stats::add(&stats.spans_failed, n);
-    if let Some(suppressed) = failures.check() {
-        tracing::warn!(exporter = name, spans = n, suppressed, %error, "span export failed");
-    }
+    exporting.export(&mut batch).await;
+    exporting.stop();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::telemetry::memory::MemoryExporter;
-    use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+    use opentelemetry_sdk::error::OTelSdkError;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn span(name: &'static str) -> SpanData {
@@ -229,14 +318,17 @@ mod tests {
         }
     }
 
+    fn resource() -> Resource {
+        Resource::builder_empty().build()
+    }
+
     #[tokio::test]
     async fn flush_exports_what_was_offered_and_shutdown_exports_the_rest() {
         let exporter = MemoryExporter::default();
         let stats = Arc::new(Stats::default());
         let p = Pipeline::spawn(
             "mem",
-            exporter.clone(),
-            &Resource::builder_empty().build(),
+            Spans::new(exporter.clone(), &resource()),
             settings(16, 8),
             stats.clone(),
         );
@@ -280,8 +372,7 @@ mod tests {
         let stuck = Stuck::default();
         let p = Pipeline::spawn(
             "stuck",
-            stuck.clone(),
-            &Resource::builder_empty().build(),
+            Spans::new(stuck.clone(), &resource()),
             settings(4, 1),
             stats.clone(),
         );

@@ -211,9 +211,9 @@ fn strings(values: &[String]) -> Value {
     ))
 }
 
-/// The content attributes, JSON-encoded, sharing `budget` bytes fairly: small ones whole,
-/// the rest cut down to what is left (see [`content::fit`]).
-pub fn content_attributes(content: &Content, budget: usize) -> Vec<KeyValue> {
+/// The content attributes as JSON texts, sharing `budget` bytes fairly: small ones whole, the
+/// rest cut down to what is left (see [`content::fit`]). The flag says something was cut.
+pub fn content_json(content: &Content, budget: usize) -> (Vec<(&'static str, String)>, bool) {
     let mut values: Vec<(&'static str, serde_json::Value)> = vec![
         (
             GEN_AI_INPUT_MESSAGES,
@@ -246,14 +246,24 @@ pub fn content_attributes(content: &Content, budget: usize) -> Vec<KeyValue> {
         left -= shares[i];
     }
     let mut truncated = false;
-    let mut attrs: Vec<KeyValue> = values
+    let texts = values
         .into_iter()
         .zip(shares)
         .map(|((key, value), share)| {
             let (text, cut) = fit(value, share);
             truncated |= cut;
-            KeyValue::new(key, text)
+            (key, text)
         })
+        .collect();
+    (texts, truncated)
+}
+
+/// The content attributes for a span: JSON strings, content last.
+pub fn content_attributes(content: &Content, budget: usize) -> Vec<KeyValue> {
+    let (texts, truncated) = content_json(content, budget);
+    let mut attrs: Vec<KeyValue> = texts
+        .into_iter()
+        .map(|(key, text)| KeyValue::new(key, text))
         .collect();
     if truncated {
         attrs.push(KeyValue::new(GENAI_TAP_CONTENT_TRUNCATED, true));

@@ -16,15 +16,20 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
 
-const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const GRPC_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const GRPC_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -45,6 +50,13 @@ pub struct ReceivedSpan {
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+}
+
+#[derive(Clone, Default)]
+struct Records {
+    traces: Arc<Mutex<Vec<Received>>>,
+    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
 }
 
 /// A gRPC answer: one message, then `grpc-status` in trailers.
@@ -71,18 +83,18 @@ impl OtlpReceiver {
     pub async fn start() -> OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let record = received.clone();
+        let records = Records::default();
+        let record = records.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let record = record.clone();
+                let records = record.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let record = record.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &record).await) }
+                        let records = records.clone();
+                        async move { Ok::<_, Infallible>(handle(req, &records).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -90,7 +102,23 @@ impl OtlpReceiver {
                 });
             }
         });
-        OtlpReceiver { addr, received }
+        OtlpReceiver {
+            addr,
+            received: records.traces,
+            logs: records.logs,
+        }
+    }
+
+    /// Every log record received, with its resource attributes.
+    pub fn log_records(&self) -> Vec<LogRecord> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.resource_logs.iter())
+            .flat_map(|rl| rl.scope_logs.iter())
+            .flat_map(|sl| sl.log_records.iter().cloned())
+            .collect()
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -118,7 +146,24 @@ impl OtlpReceiver {
     }
 }
 
-async fn handle(req: Request<Incoming>, record: &Mutex<Vec<Received>>) -> Response<GrpcBody> {
+fn grpc_answer(message: Vec<u8>) -> Response<GrpcBody> {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(&message);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let mut r = Response::new(GrpcBody {
+        data: Some(framed.freeze()),
+        trailers: Some(trailers),
+    });
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    r
+}
+
+async fn handle(req: Request<Incoming>, records: &Records) -> Response<GrpcBody> {
+    let record = &records.traces;
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
     let body = req
@@ -153,29 +198,31 @@ async fn handle(req: Request<Incoming>, record: &Mutex<Vec<Received>>) -> Respon
             }
             Err(_) => plain(StatusCode::BAD_REQUEST, Bytes::new(), "text/plain"),
         },
-        GRPC_PATH if body.len() >= 5 => {
-            let message = body.slice(5..);
-            let request = ExportTraceServiceRequest::decode(message).unwrap();
+        GRPC_TRACES if body.len() >= 5 => {
+            let request = ExportTraceServiceRequest::decode(body.slice(5..)).unwrap();
             record.lock().unwrap().push(Received {
                 transport: "grpc",
                 headers,
                 request,
             });
-            let answer = ExportTraceServiceResponse::default().encode_to_vec();
-            let mut framed = BytesMut::with_capacity(5 + answer.len());
-            framed.put_u8(0);
-            framed.put_u32(answer.len() as u32);
-            framed.put_slice(&answer);
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            let mut r = Response::new(GrpcBody {
-                data: Some(framed.freeze()),
-                trailers: Some(trailers),
-            });
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/grpc"));
-            r
+            grpc_answer(ExportTraceServiceResponse::default().encode_to_vec())
         }
+        GRPC_LOGS if body.len() >= 5 => {
+            let request = ExportLogsServiceRequest::decode(body.slice(5..)).unwrap();
+            records.logs.lock().unwrap().push(request);
+            grpc_answer(ExportLogsServiceResponse::default().encode_to_vec())
+        }
+        "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
+            Ok(request) => {
+                records.logs.lock().unwrap().push(request);
+                plain(
+                    StatusCode::OK,
+                    ExportLogsServiceResponse::default().encode_to_vec().into(),
+                    "application/x-protobuf",
+                )
+            }
+            Err(_) => plain(StatusCode::BAD_REQUEST, Bytes::new(), "text/plain"),
+        },
         _ => plain(StatusCode::NOT_FOUND, Bytes::new(), "text/plain"),
     }
 }

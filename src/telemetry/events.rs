@@ -1,0 +1,197 @@
+//! Captured content as a `gen_ai.client.inference.operation.details` event: an OpenTelemetry
+//! log record in the span's context, carrying the span's attributes and the content in
+//! structured form (the conventions require structure on events, JSON text on spans).
+//!
+//! Owns: building that record from an [`Exchange`]. Does not: decide whether content is
+//! captured (the observer did), or export (the pipeline does).
+
+use std::collections::HashMap;
+
+use opentelemetry::logs::{AnyValue, LogRecord, Logger, Severity};
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+use opentelemetry::{Array, Key, KeyValue, Value};
+use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger};
+
+use super::semconv::{GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS, GENAI_TAP_CONTENT_TRUNCATED};
+use super::span::{content_json, facts_attributes, start_attributes};
+use crate::exchange::Exchange;
+
+/// The event for an exchange whose content was captured; `None` without content.
+pub fn build(
+    logger: &SdkLogger,
+    ex: &Exchange,
+    trace_id: TraceId,
+    span_id: SpanId,
+    budget: usize,
+) -> Option<SdkLogRecord> {
+    let content = ex.content.as_ref()?;
+    let mut record = logger.create_log_record();
+    record.set_event_name(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS);
+    record.set_timestamp(ex.start + ex.duration);
+    record.set_observed_timestamp(std::time::SystemTime::now());
+    record.set_severity_number(Severity::Info);
+    record.set_severity_text("INFO");
+    record.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
+    let mut attrs = start_attributes(ex);
+    facts_attributes(ex, &mut attrs);
+    for KeyValue { key, value, .. } in attrs {
+        record.add_attribute(key, any(value));
+    }
+    let (texts, truncated) = content_json(content, budget);
+    for (key, text) in texts {
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        record.add_attribute(key, structured(value));
+    }
+    if truncated {
+        record.add_attribute(GENAI_TAP_CONTENT_TRUNCATED, true);
+    }
+    Some(record)
+}
+
+fn any(value: Value) -> AnyValue {
+    match value {
+        Value::Bool(b) => AnyValue::Boolean(b),
+        Value::I64(i) => AnyValue::Int(i),
+        Value::F64(f) => AnyValue::Double(f),
+        Value::String(s) => AnyValue::String(s),
+        Value::Array(Array::String(items)) => {
+            AnyValue::ListAny(Box::new(items.into_iter().map(AnyValue::String).collect()))
+        }
+        Value::Array(Array::I64(items)) => {
+            AnyValue::ListAny(Box::new(items.into_iter().map(AnyValue::Int).collect()))
+        }
+        Value::Array(Array::F64(items)) => {
+            AnyValue::ListAny(Box::new(items.into_iter().map(AnyValue::Double).collect()))
+        }
+        Value::Array(Array::Bool(items)) => {
+            AnyValue::ListAny(Box::new(items.into_iter().map(AnyValue::Boolean).collect()))
+        }
+        other => AnyValue::String(other.to_string().into()),
+    }
+}
+
+/// JSON as an OpenTelemetry structured value.
+pub fn structured(value: serde_json::Value) -> AnyValue {
+    match value {
+        serde_json::Value::Null => AnyValue::String("".into()),
+        serde_json::Value::Bool(b) => AnyValue::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => AnyValue::Int(i),
+            None => AnyValue::Double(n.as_f64().unwrap_or_default()),
+        },
+        serde_json::Value::String(s) => AnyValue::String(s.into()),
+        serde_json::Value::Array(items) => {
+            AnyValue::ListAny(Box::new(items.into_iter().map(structured).collect()))
+        }
+        serde_json::Value::Object(map) => AnyValue::Map(Box::new(
+            map.into_iter()
+                .map(|(k, v)| (Key::new(k), structured(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::{RequestFacts, ResponseFacts, Target};
+    use crate::genai::Api;
+    use crate::genai::content::{Message, Part, RequestContent};
+    use crate::redact::Redactor;
+    use opentelemetry::logs::LoggerProvider;
+    use opentelemetry_sdk::logs::SdkLoggerProvider;
+    use std::time::{Duration, SystemTime};
+
+    fn exchange(with_content: bool) -> Exchange {
+        Exchange {
+            api: Api::ChatCompletions,
+            target: Target {
+                provider: "openai".into(),
+                host: "api.openai.com".into(),
+                port: 443,
+            },
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_millis(20),
+            request: RequestFacts {
+                model: Some("gpt-4o".into()),
+                ..RequestFacts::default()
+            },
+            usage_injected: false,
+            response: ResponseFacts::default(),
+            status: Some(200),
+            streamed: false,
+            time_to_first_chunk: None,
+            chunk_gaps_us: Vec::new(),
+            upstream: Default::default(),
+            content_filter: None,
+            content: with_content.then(|| {
+                Redactor::none().seal(
+                    RequestContent {
+                        messages: vec![Message {
+                            role: "user".into(),
+                            parts: vec![Part::Text("hi".into())],
+                            ..Message::default()
+                        }],
+                        ..RequestContent::default()
+                    },
+                    Vec::new(),
+                )
+            }),
+            failure: None,
+            api_error: None,
+            request_issue: None,
+            response_issue: None,
+        }
+    }
+
+    #[test]
+    fn the_event_is_in_the_span_context_with_structured_content() {
+        let provider = SdkLoggerProvider::builder().build();
+        let logger = provider.logger("test");
+        assert!(
+            build(
+                &logger,
+                &exchange(false),
+                TraceId::from(1),
+                SpanId::from(2),
+                1 << 15
+            )
+            .is_none()
+        );
+        let record = build(
+            &logger,
+            &exchange(true),
+            TraceId::from(1),
+            SpanId::from(2),
+            1 << 15,
+        )
+        .unwrap();
+        assert_eq!(
+            record.event_name(),
+            Some(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS)
+        );
+        let context = record.trace_context().unwrap();
+        assert_eq!(
+            (context.trace_id, context.span_id),
+            (TraceId::from(1), SpanId::from(2))
+        );
+        let attrs: HashMap<String, AnyValue> = record
+            .attributes_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(
+            attrs["gen_ai.request.model"],
+            AnyValue::String("gpt-4o".into())
+        );
+        let AnyValue::ListAny(messages) = &attrs["gen_ai.input.messages"] else {
+            panic!(
+                "structured, not a string: {:?}",
+                attrs["gen_ai.input.messages"]
+            );
+        };
+        let AnyValue::Map(first) = &messages[0] else {
+            panic!()
+        };
+        assert_eq!(first[&Key::new("role")], AnyValue::String("user".into()));
+    }
+}
