@@ -201,3 +201,37 @@ pub struct Exchange {
     /// Why the response body could not be fully read for telemetry.
     pub response_issue: Option<String>,
 }
+
+#[cfg(test)]
+impl Exchange {
+    /// A plain successful chat exchange, for tests to vary.
+    pub(crate) fn example() -> Exchange {
+        Exchange {
+            api: Api::ChatCompletions,
+            target: Target {
+                provider: "openai".into(),
+                host: "api.openai.com".into(),
+                port: 443,
+            },
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_millis(1500),
+            request: RequestFacts {
+                model: Some("gpt-4o".into()),
+                ..RequestFacts::default()
+            },
+            usage_injected: false,
+            response: ResponseFacts::default(),
+            status: Some(200),
+            streamed: false,
+            time_to_first_chunk: None,
+            chunk_gaps_us: Vec::new(),
+            upstream: UpstreamHeaders::default(),
+            content_filter: None,
+            content: None,
+            failure: None,
+            api_error: None,
+            request_issue: None,
+            response_issue: None,
+        }
+    }
+}

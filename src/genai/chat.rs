@@ -15,7 +15,7 @@ use serde::de::MapAccess;
 
 use super::ResponseSummary;
 use super::content::{Message, Part};
-use super::json::{self, Code, Field, Lenient, List, Obj, Strings};
+use super::json::{self, Code, Field, Lenient, List, Obj, Strings, Taker};
 use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
 
 /// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
@@ -77,20 +77,13 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
-    let mut mistyped: Vec<&str> = Vec::new();
-    macro_rules! take {
-        ($field:ident) => {{
-            if w.$field.is_mistyped() {
-                mistyped.push(stringify!($field));
-            }
-            w.$field.get()
-        }};
-    }
-    let max_completion_tokens = take!(max_completion_tokens);
-    let max_tokens = take!(max_tokens);
-    let stream_options = take!(stream_options);
-    let response_format = take!(response_format);
-    let mut tools: Vec<String> = take!(tools)
+    let mut t = Taker::default();
+    let max_completion_tokens = t.take("max_completion_tokens", w.max_completion_tokens);
+    let max_tokens = t.take("max_tokens", w.max_tokens);
+    let stream_options = t.take("stream_options", w.stream_options);
+    let response_format = t.take("response_format", w.response_format);
+    let mut tools: Vec<String> = t
+        .take("tools", w.tools)
         .map(|t| {
             t.0.into_iter()
                 .filter_map(|Obj(tool)| {
@@ -101,33 +94,31 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(functions) = take!(functions) {
+    if let Some(functions) = t.take("functions", w.functions) {
         tools.extend(functions.0.into_iter().filter_map(|Obj(f)| f.name.get()));
     }
     let facts = RequestFacts {
-        model: take!(model),
+        model: t.take("model", w.model),
         max_tokens: max_completion_tokens.or(max_tokens),
-        temperature: take!(temperature),
-        top_p: take!(top_p),
-        frequency_penalty: take!(frequency_penalty),
-        presence_penalty: take!(presence_penalty),
-        stop_sequences: take!(stop).map(|s| s.0),
-        seed: take!(seed),
-        choice_count: take!(n),
-        stream: take!(stream).unwrap_or(false),
+        temperature: t.take("temperature", w.temperature),
+        top_p: t.take("top_p", w.top_p),
+        frequency_penalty: t.take("frequency_penalty", w.frequency_penalty),
+        presence_penalty: t.take("presence_penalty", w.presence_penalty),
+        stop_sequences: t.take("stop", w.stop).map(|s| s.0),
+        seed: t.take("seed", w.seed),
+        choice_count: t.take("n", w.n),
+        stream: t.take("stream", w.stream).unwrap_or(false),
         include_usage: stream_options
             .and_then(|o| o.0.include_usage.get())
             .unwrap_or(false),
         output_type: response_format
             .and_then(|f| f.0.kind.get())
             .and_then(|kind| output_type(&kind)),
-        service_tier: take!(service_tier),
+        service_tier: t.take("service_tier", w.service_tier),
         tools,
         ..RequestFacts::default()
     };
-    let issue =
-        (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
-    (facts, issue)
+    (facts, t.issue())
 }
 
 /// `response_format.type` (or Responses `text.format.type`) to `gen_ai.output.type`.
@@ -569,13 +560,9 @@ pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::genai::fixture;
     use crate::genai::sse::SseDecoder;
     use proptest::prelude::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     #[test]
     fn request_parameters_follow_the_conventions() {

@@ -96,7 +96,30 @@ impl Part {
     }
 
     fn to_json(&self) -> Value {
-        fn with_mime(mut v: Map<String, Value>, mime_type: &Option<String>) -> Value {
+        fn tool(kind: &str, id: &Option<String>, rest: [(&str, Option<Value>); 2]) -> Value {
+            let mut v = Map::new();
+            v.insert("type".into(), json!(kind));
+            if let Some(id) = id {
+                v.insert("id".into(), json!(id));
+            }
+            for (key, value) in rest {
+                if let Some(value) = value {
+                    v.insert(key.into(), value);
+                }
+            }
+            Value::Object(v)
+        }
+        fn media(
+            kind: &str,
+            mime_type: &Option<String>,
+            modality: &str,
+            key: &str,
+            value: &str,
+        ) -> Value {
+            let mut v = Map::new();
+            v.insert("type".into(), json!(kind));
+            v.insert("modality".into(), json!(modality));
+            v.insert(key.into(), json!(value));
             if let Some(m) = mime_type {
                 v.insert("mime_type".into(), json!(m));
             }
@@ -109,60 +132,34 @@ impl Part {
                 id,
                 name,
                 arguments,
-            } => {
-                let mut v = Map::new();
-                v.insert("type".into(), json!("tool_call"));
-                if let Some(id) = id {
-                    v.insert("id".into(), json!(id));
-                }
-                v.insert("name".into(), json!(name));
-                if let Some(a) = arguments {
-                    v.insert("arguments".into(), json_or_string(a));
-                }
-                Value::Object(v)
-            }
-            Part::ToolCallResponse { id, response } => {
-                let mut v = Map::new();
-                v.insert("type".into(), json!("tool_call_response"));
-                if let Some(id) = id {
-                    v.insert("id".into(), json!(id));
-                }
-                v.insert("response".into(), json_or_string(response));
-                Value::Object(v)
-            }
+            } => tool(
+                "tool_call",
+                id,
+                [
+                    ("name", Some(json!(name))),
+                    ("arguments", arguments.as_deref().map(json_or_string)),
+                ],
+            ),
+            Part::ToolCallResponse { id, response } => tool(
+                "tool_call_response",
+                id,
+                [("response", Some(json_or_string(response))), ("", None)],
+            ),
             Part::Blob {
                 mime_type,
                 modality,
                 content,
-            } => {
-                let mut v = Map::new();
-                v.insert("type".into(), json!("blob"));
-                v.insert("modality".into(), json!(modality));
-                v.insert("content".into(), json!(content));
-                with_mime(v, mime_type)
-            }
+            } => media("blob", mime_type, modality, "content", content),
             Part::Uri {
                 mime_type,
                 modality,
                 uri,
-            } => {
-                let mut v = Map::new();
-                v.insert("type".into(), json!("uri"));
-                v.insert("modality".into(), json!(modality));
-                v.insert("uri".into(), json!(uri));
-                with_mime(v, mime_type)
-            }
+            } => media("uri", mime_type, modality, "uri", uri),
             Part::File {
                 mime_type,
                 modality,
                 file_id,
-            } => {
-                let mut v = Map::new();
-                v.insert("type".into(), json!("file"));
-                v.insert("modality".into(), json!(modality));
-                v.insert("file_id".into(), json!(file_id));
-                with_mime(v, mime_type)
-            }
+            } => media("file", mime_type, modality, "file_id", file_id),
         }
     }
 }
@@ -645,11 +642,7 @@ pub fn responses_output(output: &Value, finish_reason: Option<String>) -> Vec<Me
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::genai::fixture;
 
     #[test]
     fn chat_messages_in_the_conventions_form() {

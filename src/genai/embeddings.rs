@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde::de::SeqAccess;
 
 use super::ResponseSummary;
-use super::json::{self, Field, Lenient, List, Obj};
+use super::json::{self, Field, Lenient, List, Obj, Taker};
 use crate::exchange::RequestFacts;
 
 #[derive(Deserialize, Default)]
@@ -21,23 +21,16 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
-    let mistyped: Vec<&str> = [
-        ("model", w.model.is_mistyped()),
-        ("encoding_format", w.encoding_format.is_mistyped()),
-        ("dimensions", w.dimensions.is_mistyped()),
-    ]
-    .into_iter()
-    .filter_map(|(name, bad)| bad.then_some(name))
-    .collect();
+    let mut t = Taker::default();
     let facts = RequestFacts {
-        model: w.model.get(),
-        encoding_formats: w.encoding_format.get().map(|f| vec![f]),
-        dimensions: w.dimensions.get(),
+        model: t.take("model", w.model),
+        encoding_formats: t
+            .take("encoding_format", w.encoding_format)
+            .map(|f| vec![f]),
+        dimensions: t.take("dimensions", w.dimensions),
         ..RequestFacts::default()
     };
-    let issue =
-        (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
-    (facts, issue)
+    (facts, t.issue())
 }
 
 /// The length of an embedding: array elements, or base64-encoded little-endian f32s.

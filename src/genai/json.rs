@@ -233,6 +233,28 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for FieldVisitor<T> {
     }
 }
 
+/// Takes fields out of a parsed document, remembering the ones whose type was unexpected, so
+/// every parser reports them the same way.
+#[derive(Debug, Default)]
+pub struct Taker {
+    mistyped: Vec<&'static str>,
+}
+
+impl Taker {
+    pub fn take<T>(&mut self, name: &'static str, field: Field<T>) -> Option<T> {
+        if field.is_mistyped() {
+            self.mistyped.push(name);
+        }
+        field.get()
+    }
+
+    /// `unexpected type for: a, b`, when any field was mistyped.
+    pub fn issue(self) -> Option<String> {
+        (!self.mistyped.is_empty())
+            .then(|| format!("unexpected type for: {}", self.mistyped.join(", ")))
+    }
+}
+
 /// Parses a document that must be a JSON object. The error text never quotes the input.
 pub fn parse_object<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());

@@ -93,3 +93,10 @@ impl Stream {
         }
     }
 }
+
+/// A recorded payload from `tests/fixtures/`, for the parsers' tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

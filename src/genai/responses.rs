@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::ResponseSummary;
 use super::chat::{ApiErrorWire, output_type};
 use super::content;
-use super::json::{self, Field, Lenient, List, Obj};
+use super::json::{self, Field, Lenient, List, Obj, Taker};
 use crate::exchange::{ApiError, RequestFacts, Usage};
 
 /// `conversation`: a string id, or an object with one.
@@ -83,28 +83,22 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
-    let mut mistyped: Vec<&str> = Vec::new();
-    macro_rules! take {
-        ($field:ident) => {{
-            if w.$field.is_mistyped() {
-                mistyped.push(stringify!($field));
-            }
-            w.$field.get()
-        }};
-    }
+    let mut t = Taker::default();
     let facts = RequestFacts {
-        model: take!(model),
-        max_tokens: take!(max_output_tokens),
-        temperature: take!(temperature),
-        top_p: take!(top_p),
-        stream: take!(stream).unwrap_or(false),
-        output_type: take!(text)
+        model: t.take("model", w.model),
+        max_tokens: t.take("max_output_tokens", w.max_output_tokens),
+        temperature: t.take("temperature", w.temperature),
+        top_p: t.take("top_p", w.top_p),
+        stream: t.take("stream", w.stream).unwrap_or(false),
+        output_type: t
+            .take("text", w.text)
             .and_then(|t| t.0.format.get())
             .and_then(|f| f.0.kind.get())
             .and_then(|k| output_type(&k)),
-        service_tier: take!(service_tier),
-        conversation_id: take!(conversation).map(|c| c.0),
-        tools: take!(tools)
+        service_tier: t.take("service_tier", w.service_tier),
+        conversation_id: t.take("conversation", w.conversation).map(|c| c.0),
+        tools: t
+            .take("tools", w.tools)
             .map(|l| {
                 l.0.into_iter()
                     .filter_map(|Obj(t)| t.name.get().or_else(|| t.kind.get()))
@@ -113,9 +107,7 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
             .unwrap_or_default(),
         ..RequestFacts::default()
     };
-    let issue =
-        (!mistyped.is_empty()).then(|| format!("unexpected type for: {}", mistyped.join(", ")));
-    (facts, issue)
+    (facts, t.issue())
 }
 
 #[derive(Deserialize, Default)]
@@ -335,13 +327,9 @@ impl ResponsesStream {
 mod tests {
     use super::*;
     use crate::genai::content::Part;
+    use crate::genai::fixture;
     use crate::genai::sse::SseDecoder;
     use proptest::prelude::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
 
     #[test]
     fn request_parameters() {

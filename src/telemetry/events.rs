@@ -94,36 +94,13 @@ pub fn structured(value: serde_json::Value) -> AnyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{RequestFacts, ResponseFacts, Target};
-    use crate::genai::Api;
     use crate::genai::content::{Message, Part, RequestContent};
     use crate::redact::Redactor;
     use opentelemetry::logs::LoggerProvider;
     use opentelemetry_sdk::logs::SdkLoggerProvider;
-    use std::time::{Duration, SystemTime};
 
     fn exchange(with_content: bool) -> Exchange {
         Exchange {
-            api: Api::ChatCompletions,
-            target: Target {
-                provider: "openai".into(),
-                host: "api.openai.com".into(),
-                port: 443,
-            },
-            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            duration: Duration::from_millis(20),
-            request: RequestFacts {
-                model: Some("gpt-4o".into()),
-                ..RequestFacts::default()
-            },
-            usage_injected: false,
-            response: ResponseFacts::default(),
-            status: Some(200),
-            streamed: false,
-            time_to_first_chunk: None,
-            chunk_gaps_us: Vec::new(),
-            upstream: Default::default(),
-            content_filter: None,
             content: with_content.then(|| {
                 Redactor::none().seal(
                     RequestContent {
@@ -137,10 +114,7 @@ mod tests {
                     Vec::new(),
                 )
             }),
-            failure: None,
-            api_error: None,
-            request_issue: None,
-            response_issue: None,
+            ..Exchange::example()
         }
     }
 

@@ -338,24 +338,15 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::exchange::{
-        ApiError, ContentFilter, RequestFacts, ResponseFacts, Target, TransportError, Usage,
+        ApiError, ContentFilter, RequestFacts, ResponseFacts, TransportError, Usage,
     };
     use crate::genai::Api;
     use crate::genai::content::{Message, Part, RequestContent};
     use crate::redact::Redactor;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn exchange() -> Exchange {
         Exchange {
-            api: Api::ChatCompletions,
-            target: Target {
-                provider: "openai".into(),
-                host: "api.openai.com".into(),
-                port: 443,
-            },
-            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            duration: Duration::from_millis(1500),
-            usage_injected: false,
             request: RequestFacts {
                 model: Some("gpt-4o".into()),
                 temperature: Some(0.5),
@@ -377,17 +368,9 @@ mod tests {
                 },
                 ..ResponseFacts::default()
             },
-            status: Some(200),
             streamed: true,
             time_to_first_chunk: Some(Duration::from_millis(250)),
-            chunk_gaps_us: Vec::new(),
-            upstream: Default::default(),
-            content_filter: None,
-            content: None,
-            failure: None,
-            api_error: None,
-            request_issue: None,
-            response_issue: None,
+            ..Exchange::example()
         }
     }
 
