@@ -130,12 +130,17 @@ pub(crate) fn output_type(kind: &str) -> Option<&'static str> {
     }
 }
 
+/// Usage, as Chat Completions names it and (through the aliases) as the Responses API does.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UsageWire {
+pub(crate) struct UsageWire {
+    #[serde(alias = "input_tokens")]
     prompt_tokens: Field<i64>,
+    #[serde(alias = "output_tokens")]
     completion_tokens: Field<i64>,
+    #[serde(alias = "input_tokens_details")]
     prompt_tokens_details: Field<Obj<PromptDetailsWire>>,
+    #[serde(alias = "output_tokens_details")]
     completion_tokens_details: Field<Obj<CompletionDetailsWire>>,
 }
 

@@ -457,21 +457,7 @@ pub fn request_content(api: Api, body: &[u8]) -> Option<RequestContent> {
                 content.messages.push(chat_message(m));
             }
         }
-        Api::Completions => {
-            let prompts: Vec<String> = match v.get("prompt") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Array(a)) => a.iter().filter_map(str_of).collect(),
-                _ => Vec::new(),
-            };
-            content.messages = prompts
-                .into_iter()
-                .map(|p| Message {
-                    role: "user".into(),
-                    parts: vec![Part::Text(p)],
-                    ..Message::default()
-                })
-                .collect();
-        }
+        Api::Completions => content.messages = user_texts(v.get("prompt")),
         Api::Responses => {
             if let Some(instructions) = v.get("instructions").and_then(str_of) {
                 content.system_instructions.push(Part::Text(instructions));
@@ -488,23 +474,26 @@ pub fn request_content(api: Api, body: &[u8]) -> Option<RequestContent> {
                 _ => {}
             }
         }
-        Api::Embeddings => {
-            let inputs: Vec<String> = match v.get("input") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Array(a)) => a.iter().filter_map(str_of).collect(),
-                _ => Vec::new(),
-            };
-            content.messages = inputs
-                .into_iter()
-                .map(|p| Message {
-                    role: "user".into(),
-                    parts: vec![Part::Text(p)],
-                    ..Message::default()
-                })
-                .collect();
-        }
+        Api::Embeddings => content.messages = user_texts(v.get("input")),
     }
     Some(content)
+}
+
+/// A string or an array of strings (a prompt, embeddings input): one user message each.
+fn user_texts(value: Option<&Value>) -> Vec<Message> {
+    let texts: Vec<String> = match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(str_of).collect(),
+        _ => Vec::new(),
+    };
+    texts
+        .into_iter()
+        .map(|t| Message {
+            role: "user".into(),
+            parts: vec![Part::Text(t)],
+            ..Message::default()
+        })
+        .collect()
 }
 
 fn chat_message(m: &Value) -> Message {

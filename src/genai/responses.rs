@@ -13,10 +13,10 @@ use serde::de::{MapAccess, SeqAccess};
 use serde_json::value::RawValue;
 
 use super::ResponseSummary;
-use super::chat::{ApiErrorWire, output_type};
+use super::chat::{ApiErrorWire, UsageWire, output_type};
 use super::content;
 use super::json::{self, Field, Lenient, List, Obj, Taker};
-use crate::exchange::{ApiError, RequestFacts, Usage};
+use crate::exchange::{ApiError, RequestFacts};
 
 /// `conversation`: a string id, or an object with one.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -112,27 +112,6 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UsageWire {
-    input_tokens: Field<i64>,
-    output_tokens: Field<i64>,
-    input_tokens_details: Field<Obj<InputDetailsWire>>,
-    output_tokens_details: Field<Obj<OutputDetailsWire>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct InputDetailsWire {
-    cached_tokens: Field<i64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct OutputDetailsWire {
-    reasoning_tokens: Field<i64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
 struct IncompleteWire {
     reason: Field<String>,
 }
@@ -213,18 +192,7 @@ fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(),
         facts.service_tier = Some(tier);
     }
     if let Some(Obj(u)) = w.usage.get() {
-        facts.usage = Usage {
-            input_tokens: u.input_tokens.get(),
-            output_tokens: u.output_tokens.get(),
-            cache_read_input_tokens: u
-                .input_tokens_details
-                .get()
-                .and_then(|d| d.0.cached_tokens.get()),
-            reasoning_output_tokens: u
-                .output_tokens_details
-                .get()
-                .and_then(|d| d.0.reasoning_tokens.get()),
-        };
+        facts.usage = u.into();
     }
     if let Some(c) = w.conversation.get() {
         summary.conversation_id = Some(c.0);
