@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
-use crate::observer::{Limits, Observer};
+use crate::config::{CaptureMode, Config, ConfigError};
+use crate::observer::{ContentCapture, Limits, Observer, Privacy};
 use crate::proxy::{Proxy, Router};
 use crate::redact::Redactor;
 use crate::server::{self, ServerSettings};
@@ -33,6 +33,45 @@ pub enum AppError {
     },
 }
 
+/// The redactors and content policy the configuration asks for.
+fn privacy(config: &Config, stats: &Arc<Stats>) -> Result<Privacy, ConfigError> {
+    let rules = Arc::new(
+        Redactor::from_config(&config.redaction)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                message: e.message,
+            })?
+            .with_stats(stats.clone()),
+    );
+    let c = &config.capture;
+    let redactor = match c.mode {
+        CaptureMode::Off => None,
+        CaptureMode::Full => Some(Arc::new(Redactor::none())),
+        CaptureMode::On if !rules.is_active() => Some(Arc::new(Redactor::none())),
+        CaptureMode::On | CaptureMode::Redacted => Some(rules.clone()),
+    };
+    Ok(Privacy {
+        content: redactor.map(|redactor| ContentCapture {
+            redactor,
+            sample_rate: c.sample_rate,
+            only: c.only,
+            slow_threshold: c.slow_threshold.0,
+        }),
+        attributes: rules,
+    })
+}
+
+/// How content capture will behave, for the start-up log line.
+pub fn capture_summary(config: &Config) -> &'static str {
+    let rules = !config.redaction.rules.is_empty() || !config.redaction.json_keys.is_empty();
+    match config.capture.mode {
+        CaptureMode::Off => "off",
+        CaptureMode::Full => "FULL (unredacted)",
+        CaptureMode::On if !rules => "FULL (unredacted: no redaction rules configured)",
+        CaptureMode::On | CaptureMode::Redacted => "redacted",
+    }
+}
+
 /// A proxy, its telemetry, and how to serve and stop them.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -52,8 +91,12 @@ impl App {
             max_event: config.limits.max_observed_event.0,
             channel: config.limits.observer_queue,
         };
-        let redactor = config.capture.enabled().then(|| Arc::new(Redactor::none()));
-        let observer = Observer::new(telemetry.clone(), limits, redactor, stats.clone());
+        let observer = Observer::new(
+            telemetry.clone(),
+            limits,
+            privacy(config, &stats)?,
+            stats.clone(),
+        );
         let proxy = Proxy::new(config, router, observer, stats.clone())?;
         Ok(App {
             proxy: Arc::new(proxy),

@@ -47,6 +47,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub telemetry: TelemetryConfig,
     pub capture: CaptureConfig,
+    pub redaction: RedactionConfig,
     pub limits: LimitsConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -60,6 +61,7 @@ impl Default for Config {
             routes: Vec::new(),
             telemetry: TelemetryConfig::default(),
             capture: CaptureConfig::default(),
+            redaction: RedactionConfig::default(),
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
@@ -286,6 +288,26 @@ pub struct CaptureConfig {
     /// All content attributes of one exchange together stay under this (Application Insights
     /// drops attributes past ~64 KB per record); what does not fit is truncated and marked.
     pub max_bytes: ByteSize,
+    /// The fraction of exchanges whose content is kept (usage and metrics are always recorded).
+    pub sample_rate: f64,
+    /// Which exchanges' content is kept: all, or only failed and/or slow ones.
+    pub only: CaptureOnly,
+    /// What `slow` means: longer than this from request to last byte.
+    pub slow_threshold: Dur,
+    /// Request headers exported as `http.request.header.<name>` (values redacted).
+    /// Credentials can never be listed.
+    pub headers: Vec<String>,
+}
+
+/// Which exchanges keep their content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureOnly {
+    #[default]
+    All,
+    Failed,
+    Slow,
+    FailedOrSlow,
 }
 
 impl Default for CaptureConfig {
@@ -294,6 +316,10 @@ impl Default for CaptureConfig {
             mode: CaptureMode::Off,
             target: CaptureTarget::Span,
             max_bytes: ByteSize(32 << 10),
+            sample_rate: 1.0,
+            only: CaptureOnly::All,
+            slow_threshold: Dur::secs(10),
+            headers: Vec::new(),
         }
     }
 }
@@ -302,6 +328,55 @@ impl CaptureConfig {
     pub fn enabled(&self) -> bool {
         self.mode != CaptureMode::Off
     }
+}
+
+/// Headers that carry credentials: never exported, whatever the allowlist says.
+pub const FORBIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "api-key",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+
+/// Redaction rules, applied in order to every captured text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactionConfig {
+    pub rules: Vec<RuleConfig>,
+    /// In JSON content (tool arguments and results), values under these keys are replaced
+    /// whatever they hold. Compared case-insensitively.
+    pub json_keys: Vec<String>,
+    /// Text for those values, or `hash`.
+    pub json_key_replacement: String,
+    /// The key of `hash` replacements; a secret (masked by check-config, never logged).
+    pub hash_key: Option<String>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            rules: Vec::new(),
+            json_keys: Vec::new(),
+            json_key_replacement: "[REDACTED]".to_owned(),
+            hash_key: None,
+        }
+    }
+}
+
+/// One rule: a preset (or group: `api_keys`, `pii`, `all`), or a named regex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Fixed text (may use `$1`, `${name}`), or `hash`. Default `[REDACTED:<name>]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -639,6 +714,35 @@ impl Config {
                 "\"none\" cannot be combined with other exporters",
             ));
         }
+        crate::redact::Redactor::from_config(&self.redaction)
+            .map_err(|e| invalid(e.key, e.message))?;
+        if self.capture.mode == CaptureMode::Redacted
+            && self.redaction.rules.is_empty()
+            && self.redaction.json_keys.is_empty()
+        {
+            return Err(invalid(
+                "capture.mode",
+                "\"redacted\" needs at least one rule under [redaction] (or use \"full\" knowingly)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.capture.sample_rate) {
+            return Err(invalid("capture.sample_rate", "must be between 0 and 1"));
+        }
+        for (i, name) in self.capture.headers.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid(
+                    format!("capture.headers[{i}]"),
+                    format!("{name:?} carries credentials and is never exported"),
+                ));
+            }
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                return Err(invalid(
+                    format!("capture.headers[{i}]"),
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+        }
         if self.limits.observer_queue == 0 {
             return Err(invalid("limits.observer_queue", "must be at least 1"));
         }
@@ -683,6 +787,9 @@ impl Config {
         let mut shown = self.clone();
         for value in shown.telemetry.otlp.headers.values_mut() {
             *value = "****".to_owned();
+        }
+        if let Some(key) = &mut shown.redaction.hash_key {
+            *key = "****".to_owned();
         }
         if let Some(url) = &mut shown.upstream.url {
             *url = mask_userinfo(url);
@@ -1211,6 +1318,72 @@ stream_usage = "inject"
             e.contains("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn redaction_rules_load_and_bad_ones_stop_start_up_by_name() {
+        let f = file(
+            r#"
+[capture]
+mode = "redacted"
+headers = ["x-user-id"]
+sample_rate = 0.25
+only = "failed_or_slow"
+[redaction]
+json_keys = ["password"]
+rules = [
+  { preset = "api_keys" },
+  { preset = "email", replacement = "hash" },
+  { name = "ticket", regex = "TCK-\\d+", replacement = "[TICKET]" },
+]
+"#,
+        );
+        let c = Config::load(&Sources {
+            file: Some(f.0.clone()),
+            env: env(&[("GENAI_TAP_REDACTION__HASH_KEY", "0123456789abcdef-secret")]),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(c.redaction.rules.len(), 3);
+        assert_eq!(c.capture.only, CaptureOnly::FailedOrSlow);
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("0123456789abcdef-secret"), "{shown}");
+
+        for (body, key) in [
+            (
+                "[redaction]\nrules = [{ preset = \"cards\" }]\n",
+                "redaction.rules[0].preset",
+            ),
+            (
+                "[redaction]\nrules = [{ name = \"x\", regex = \"(\" }]\n",
+                "redaction.rules[0].regex",
+            ),
+            (
+                "[redaction]\njson_keys = [\"\"]\n",
+                "redaction.json_keys[0]",
+            ),
+            (
+                "[redaction]\nrules = [{ preset = \"email\", replacement = \"hash\" }]\n",
+                "redaction.hash_key",
+            ),
+            ("[capture]\nmode = \"redacted\"\n", "capture.mode"),
+            (
+                "[capture]\nheaders = [\"Authorization\"]\n",
+                "capture.headers[0]",
+            ),
+            (
+                "[capture]\nheaders = [\"x-ok\", \"Cookie\"]\n",
+                "capture.headers[1]",
+            ),
+            ("[capture]\nsample_rate = 1.5\n", "capture.sample_rate"),
+        ] {
+            let f = file(body);
+            let e = error_text(Config::load(&Sources {
+                file: Some(f.0.clone()),
+                ..Sources::default()
+            }));
+            assert!(e.contains(key), "{body}: {e}");
+        }
     }
 
     #[test]

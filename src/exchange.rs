@@ -178,6 +178,8 @@ pub struct Exchange {
     /// Request arrival to the last response byte (or the failure).
     pub duration: Duration,
     pub request: RequestFacts,
+    /// Allowlisted request headers `(lowercase name, redacted value)`.
+    pub request_headers: Vec<(String, String)>,
     /// The proxy asked the upstream for stream usage the client did not request.
     pub usage_injected: bool,
     pub response: ResponseFacts,
@@ -219,6 +221,7 @@ impl Exchange {
                 model: Some("gpt-4o".into()),
                 ..RequestFacts::default()
             },
+            request_headers: Vec::new(),
             usage_injected: false,
             response: ResponseFacts::default(),
             status: Some(200),

@@ -40,6 +40,9 @@ enum Command {
     /// Print the effective configuration (secrets masked); exit non-zero, naming the key, on
     /// any error.
     CheckConfig(Common),
+    /// Read text (or JSON) on stdin and print it with the configured redaction rules applied,
+    /// to try rules before deploying them.
+    Redact(Common),
 }
 
 #[derive(Args)]
@@ -73,7 +76,7 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (common, command) = match &cli.command {
-        Command::Run(c) | Command::CheckConfig(c) => (c, &cli.command),
+        Command::Run(c) | Command::CheckConfig(c) | Command::Redact(c) => (c, &cli.command),
         Command::Demo { common, .. } => (common, &cli.command),
     };
     let config = match Config::load(&common.sources()) {
@@ -83,8 +86,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig(_) = command {
-        return check_config(&config);
+    match command {
+        Command::CheckConfig(_) => return check_config(&config),
+        Command::Redact(_) => return redact(&config),
+        _ => {}
     }
     init_logging(&config);
     // tonic's TLS (OTLP over gRPC to https) asks rustls for the process-wide provider.
@@ -162,16 +167,49 @@ fn check_config(config: &Config) -> ExitCode {
     }
 }
 
+fn redact(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    let redactor = match genai_tap::redact::Redactor::from_config(&config.redaction) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("genai-tap: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("genai-tap: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let output = match serde_json::from_str::<serde_json::Value>(&input) {
+        // JSON: key rules for its keys, text rules for its strings.
+        Ok(mut value) if value.is_object() || value.is_array() => {
+            redactor.walk(&mut value);
+            format!("{value}\n")
+        }
+        _ => redactor.text(&input).into_owned(),
+    };
+    if std::io::stdout().write_all(output.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 async fn run(config: Config) -> Result<(), AppError> {
     let stats = Arc::new(Stats::default());
     let telemetry = Telemetry::from_config(&config, stats.clone())?;
     let app = App::new(&config, telemetry, stats)?;
     let listener = App::bind(config.listen).await?;
     let listen = listener.local_addr().unwrap_or(config.listen);
+    let capture = genai_tap::app::capture_summary(&config);
+    if capture.starts_with("FULL") {
+        tracing::warn!(capture, "message content is exported without redaction");
+    }
     tracing::info!(
         listen = %listen,
         upstream = %app.proxy.upstream_display(),
         telemetry = %app.telemetry.destinations().join(", "),
+        capture,
         "genai-tap ready"
     );
     app.serve(listener, shutdown_signal()).await;

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio::sync::{Notify, mpsc};
 
 use crate::codec::Decoder;
+use crate::config::CaptureOnly;
 use crate::exchange::{ApiError, Exchange, Failure, RequestFacts, Target, UpstreamHeaders};
 use crate::genai::sse::SseDecoder;
 use crate::genai::{self, Api, ResponseSummary};
@@ -56,6 +57,76 @@ pub struct Start {
     pub target: Target,
     pub arrived: Instant,
     pub wall: SystemTime,
+    /// Request headers on the export allowlist, as sent.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Which exchanges keep their captured content, and the redactor it goes through.
+#[derive(Debug, Clone)]
+pub struct ContentCapture {
+    /// The configured rules, or none in `full` mode.
+    pub redactor: Arc<Redactor>,
+    pub sample_rate: f64,
+    pub only: CaptureOnly,
+    pub slow_threshold: Duration,
+}
+
+impl ContentCapture {
+    /// `draw` is uniform in [0, 1): content sampling is independent of trace sampling.
+    fn keeps(&self, failed: bool, duration: Duration, draw: f64) -> bool {
+        let slow = duration >= self.slow_threshold;
+        let wanted = match self.only {
+            CaptureOnly::All => true,
+            CaptureOnly::Failed => failed,
+            CaptureOnly::Slow => slow,
+            CaptureOnly::FailedOrSlow => failed || slow,
+        };
+        wanted && draw < self.sample_rate
+    }
+}
+
+/// How an exchange's text is treated on its way to telemetry.
+#[derive(Debug, Clone, Default)]
+pub struct Privacy {
+    /// Present when content is captured.
+    pub content: Option<ContentCapture>,
+    /// Rules for free-text attributes (allowlisted header values, conversation ids), applied
+    /// whatever the capture mode.
+    pub attributes: Arc<Redactor>,
+}
+
+impl Privacy {
+    /// Content captured for every exchange, through `redactor`.
+    pub fn capturing(redactor: Redactor) -> Privacy {
+        Privacy {
+            content: Some(ContentCapture {
+                redactor: Arc::new(redactor),
+                sample_rate: 1.0,
+                only: CaptureOnly::All,
+                slow_threshold: Duration::MAX,
+            }),
+            attributes: Arc::default(),
+        }
+    }
+}
+
+/// A uniform draw in [0, 1) from a per-thread xorshift generator.
+fn draw() -> f64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 #[derive(Debug)]
@@ -105,8 +176,7 @@ impl SseState {
 pub struct Assembly {
     start: Start,
     limits: Limits,
-    /// Present when content is captured: every captured text goes through it.
-    redactor: Option<Arc<Redactor>>,
+    privacy: Privacy,
     /// The request body, kept for content capture only.
     request_body: Option<Bytes>,
     request: RequestFacts,
@@ -121,11 +191,11 @@ pub struct Assembly {
 }
 
 impl Assembly {
-    pub fn new(start: Start, limits: Limits, redactor: Option<Arc<Redactor>>) -> Self {
+    pub fn new(start: Start, limits: Limits, privacy: Privacy) -> Self {
         Assembly {
             start,
             limits,
-            redactor,
+            privacy,
             request_body: None,
             request: RequestFacts::default(),
             request_issue: None,
@@ -140,7 +210,7 @@ impl Assembly {
     }
 
     fn capture(&self) -> bool {
-        self.redactor.is_some()
+        self.privacy.content.is_some()
     }
 
     pub fn apply(&mut self, event: TapEvent) {
@@ -238,7 +308,7 @@ impl Assembly {
             }
         }
         let api = self.start.api;
-        let capture = self.redactor.is_some();
+        let capture = self.capture();
         let head = self.head.take();
         let status = head.as_ref().map_or(0, |h| h.status);
         let mut summary = ResponseSummary::default();
@@ -298,20 +368,42 @@ impl Assembly {
         if request.conversation_id.is_none() {
             request.conversation_id = summary.conversation_id.take();
         }
-        let content = self.redactor.as_ref().map(|redactor| {
-            let input = self
-                .request_body
-                .as_deref()
-                .and_then(|body| genai::content::request_content(api, body))
-                .unwrap_or_default();
-            redactor.seal(input, std::mem::take(&mut summary.output))
-        });
+        let duration = ended_at.saturating_duration_since(self.start.arrived);
+        let content = self
+            .privacy
+            .content
+            .as_ref()
+            .filter(|c| c.keeps(failure.is_some(), duration, draw()))
+            .map(|c| {
+                let input = self
+                    .request_body
+                    .as_deref()
+                    .and_then(|body| genai::content::request_content(api, body))
+                    .unwrap_or_default();
+                c.redactor.seal(input, std::mem::take(&mut summary.output))
+            });
+        let rules = &self.privacy.attributes;
+        if let Some(id) = &mut request.conversation_id
+            && let std::borrow::Cow::Owned(redacted) = rules.text(id)
+        {
+            *id = redacted;
+        }
+        let request_headers = self
+            .start
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let text = String::from_utf8_lossy(value.as_bytes());
+                (name.as_str().to_owned(), rules.text(&text).into_owned())
+            })
+            .collect();
         Exchange {
             api,
             target: self.start.target,
             start: self.start.wall,
-            duration: ended_at.saturating_duration_since(self.start.arrived),
+            duration,
             request,
+            request_headers,
             usage_injected: self.usage_injected,
             status: head.as_ref().map(|h| h.status),
             streamed,
@@ -388,8 +480,7 @@ pub struct Observer {
 struct Inner {
     telemetry: Telemetry,
     limits: Limits,
-    /// Present when content is captured.
-    redactor: Option<Arc<Redactor>>,
+    privacy: Privacy,
     stats: Arc<Stats>,
     panics: LogLimiter,
     /// Observer tasks not yet finished, and a wake-up for whoever waits for none.
@@ -398,18 +489,12 @@ struct Inner {
 }
 
 impl Observer {
-    /// `redactor` is `Some` exactly when content is captured.
-    pub fn new(
-        telemetry: Telemetry,
-        limits: Limits,
-        redactor: Option<Arc<Redactor>>,
-        stats: Arc<Stats>,
-    ) -> Self {
+    pub fn new(telemetry: Telemetry, limits: Limits, privacy: Privacy, stats: Arc<Stats>) -> Self {
         Observer {
             inner: Arc::new(Inner {
                 telemetry,
                 limits,
-                redactor,
+                privacy,
                 stats,
                 panics: LogLimiter::new(Duration::from_secs(10)),
                 active: AtomicUsize::new(0),
@@ -451,7 +536,7 @@ impl Observer {
 }
 
 async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<TapEvent>) {
-    let mut assembly = Assembly::new(start, inner.limits, inner.redactor.clone());
+    let mut assembly = Assembly::new(start, inner.limits, inner.privacy.clone());
     while let Some(event) = rx.recv().await {
         if catch_unwind(AssertUnwindSafe(|| assembly.apply(event))).is_err() {
             return observer_panicked(inner);
@@ -499,6 +584,7 @@ mod tests {
             },
             arrived: Instant::now(),
             wall: SystemTime::now(),
+            headers: Vec::new(),
         }
     }
 
@@ -534,7 +620,7 @@ mod tests {
     }
 
     fn run(events: Vec<TapEvent>) -> Exchange {
-        let mut a = Assembly::new(start(), Limits::default(), None);
+        let mut a = Assembly::new(start(), Limits::default(), Privacy::default());
         for e in events {
             a.apply(e);
         }
@@ -629,7 +715,7 @@ mod tests {
         e.write_all(br#"{"id":"gz","choices":[{"index":0,"finish_reason":"stop"}]}"#)
             .unwrap();
         let z = Bytes::from(e.finish().unwrap());
-        let mut a = Assembly::new(start(), Limits::default(), None);
+        let mut a = Assembly::new(start(), Limits::default(), Privacy::default());
         a.apply(head_with(
             200,
             &[
@@ -653,7 +739,7 @@ mod tests {
                 max_body: 8,
                 ..Limits::default()
             },
-            None,
+            Privacy::default(),
         );
         a.apply(head(200, "application/json"));
         a.apply(data(b"{\"id\":\"0123456789\"}"));
@@ -705,7 +791,11 @@ mod tests {
 
     #[test]
     fn captured_content_comes_from_the_request_and_the_stream() {
-        let mut a = Assembly::new(start(), Limits::default(), Some(Arc::new(Redactor::none())));
+        let mut a = Assembly::new(
+            start(),
+            Limits::default(),
+            Privacy::capturing(Redactor::none()),
+        );
         a.apply(request(
             br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi!"}]}"#,
         ));
@@ -727,6 +817,33 @@ mod tests {
             run(vec![end(Ending::Complete)]).content,
             None,
             "nothing without capture"
+        );
+    }
+
+    #[test]
+    fn content_sampling_keeps_what_is_asked_for() {
+        let capture = |only, rate| ContentCapture {
+            redactor: Arc::default(),
+            sample_rate: rate,
+            only,
+            slow_threshold: Duration::from_secs(10),
+        };
+        let fast = Duration::from_millis(10);
+        let slow = Duration::from_secs(11);
+        assert!(capture(CaptureOnly::All, 1.0).keeps(false, fast, 0.99));
+        assert!(!capture(CaptureOnly::All, 0.25).keeps(false, fast, 0.5));
+        assert!(capture(CaptureOnly::All, 0.25).keeps(false, fast, 0.1));
+        assert!(!capture(CaptureOnly::Failed, 1.0).keeps(false, fast, 0.0));
+        assert!(capture(CaptureOnly::Failed, 1.0).keeps(true, fast, 0.0));
+        assert!(capture(CaptureOnly::Slow, 1.0).keeps(false, slow, 0.0));
+        assert!(capture(CaptureOnly::FailedOrSlow, 1.0).keeps(true, fast, 0.0));
+        assert!(!capture(CaptureOnly::FailedOrSlow, 1.0).keeps(false, fast, 0.0));
+        let draws: Vec<f64> = (0..1000).map(|_| draw()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let below = draws.iter().filter(|d| **d < 0.25).count();
+        assert!(
+            (150..350).contains(&below),
+            "roughly uniform: {below}/1000 below 0.25"
         );
     }
 

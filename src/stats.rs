@@ -51,6 +51,8 @@ counters! {
     usage_injection_rejected,
     /// Exchanges whose request or response body could not be parsed, in whole or in part.
     parse_failures,
+    /// Values the redactor replaced.
+    redactions,
     /// Exchanges whose observer fell behind and lost events (forwarding was unaffected).
     observation_lost,
     /// Observer panics caught (the request was unaffected).

@@ -179,6 +179,8 @@ pub struct Proxy {
     client: Client<Connector, UpstreamBody>,
     response_timeout: Duration,
     max_body: usize,
+    /// Request headers whose values are exported (never credentials: config refuses those).
+    export_headers: Vec<http::HeaderName>,
     observer: Observer,
     stats: Arc<Stats>,
 }
@@ -197,6 +199,14 @@ impl Proxy {
             client: client::pooled(connector, u.pool_idle_timeout.0),
             response_timeout: u.response_timeout.0,
             max_body: config.limits.max_observed_body.0,
+            export_headers: config
+                .capture
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()
+                })
+                .collect(),
             observer,
             stats,
         })
@@ -244,12 +254,24 @@ impl Proxy {
             return self.respond(sent, None, false, client_version, &target);
         };
         Stats::incr(&self.stats.observed);
+        let headers = self
+            .export_headers
+            .iter()
+            .flat_map(|name| {
+                parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| (name.clone(), v.clone()))
+            })
+            .collect();
         let mut tap = self.observer.begin(Start {
             api,
             deployment,
             target: target.clone(),
             arrived,
             wall,
+            headers,
         });
         let (forward, observed) = match UpstreamBody::read(body, self.max_body).await {
             Ok(read) => read,

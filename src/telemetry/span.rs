@@ -112,6 +112,20 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if ex.usage_injected {
         attrs.push(KeyValue::new(GENAI_TAP_USAGE_INJECTED, true));
     }
+    // Allowlisted request headers: string[] per the HTTP conventions, values joined by name.
+    let mut headers: Vec<(&str, Vec<String>)> = Vec::new();
+    for (name, value) in &ex.request_headers {
+        match headers.iter_mut().find(|(n, _)| n == name) {
+            Some((_, values)) => values.push(value.clone()),
+            None => headers.push((name, vec![value.clone()])),
+        }
+    }
+    for (name, values) in headers {
+        attrs.push(KeyValue::new(
+            format!("http.request.header.{name}"),
+            strings(&values),
+        ));
+    }
 
     let resp = &ex.response;
     for (key, value) in [

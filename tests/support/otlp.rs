@@ -51,12 +51,15 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+    raw: Arc<Mutex<Vec<Bytes>>>,
 }
 
 #[derive(Clone, Default)]
 struct Records {
     traces: Arc<Mutex<Vec<Received>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+    /// Every request body as received, to search exported bytes for what must not be there.
+    raw: Arc<Mutex<Vec<Bytes>>>,
 }
 
 /// A gRPC answer: one message, then `grpc-status` in trailers.
@@ -106,7 +109,13 @@ impl OtlpReceiver {
             addr,
             received: records.traces,
             logs: records.logs,
+            raw: records.raw,
         }
+    }
+
+    /// Every byte every exporter sent, concatenated.
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        self.raw.lock().unwrap().concat()
     }
 
     /// Every log record received, with its resource attributes.
@@ -172,6 +181,7 @@ async fn handle(req: Request<Incoming>, records: &Records) -> Response<GrpcBody>
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    records.raw.lock().unwrap().push(body.clone());
     let plain = |status: StatusCode, body: Bytes, content_type: &'static str| {
         let mut r = Response::new(GrpcBody {
             data: Some(body),

@@ -1,0 +1,103 @@
+//! Running the built binary: a clean environment, the ready line, signals, reaping.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::LIMIT;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_genai-tap");
+
+/// The binary with a clean environment: only what the test passes.
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+/// A child the test did not stop itself (a failed assertion, say) is killed and reaped.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `genai-tap run` on an ephemeral port and waits for its ready line.
+pub fn run(upstream: &str, env: &[(&str, &str)]) -> Running {
+    run_with(&[], upstream, env, Stdio::null())
+}
+
+/// `run` with extra arguments, and stdout where the test wants it (the console exporter).
+pub fn run_with(args: &[&str], upstream: &str, env: &[(&str, &str)], stdout: Stdio) -> Running {
+    let mut env = env.to_vec();
+    env.push(("GENAI_TAP_LOG__FORMAT", "json"));
+    let (tx, stderr) = mpsc::channel();
+    let mut running = Running {
+        child: command(
+            &[
+                &["run", "--listen", "127.0.0.1:0", "--upstream", upstream],
+                args,
+            ]
+            .concat(),
+            &env,
+        )
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stderr,
+    };
+    let pipe = running.child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let line = running
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a ready line");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if json["fields"]["message"] == "genai-tap ready" {
+            running.addr = json["fields"]["listen"].as_str().unwrap().parse().unwrap();
+            return running;
+        }
+    }
+}
+
+pub fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process exits in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn terminate(child: &mut Child) -> ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait(child)
+}
