@@ -6,10 +6,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::Admin;
 use crate::config::{CaptureMode, Config, ConfigError};
 use crate::observer::{ContentCapture, Limits, Observer, Privacy};
 use crate::proxy::{Proxy, Router};
@@ -78,6 +80,8 @@ pub struct App {
     pub proxy: Arc<Proxy>,
     pub telemetry: Telemetry,
     pub stats: Arc<Stats>,
+    /// True while serving; false from the moment draining starts.
+    pub ready: Arc<AtomicBool>,
     settings: ServerSettings,
 }
 
@@ -102,6 +106,7 @@ impl App {
             proxy: Arc::new(proxy),
             telemetry,
             stats,
+            ready: Arc::default(),
             settings: ServerSettings::from(config),
         })
     }
@@ -116,10 +121,26 @@ impl App {
             })
     }
 
-    /// Serves until `shutdown`, then drains connections and lets in-flight observations finish.
+    /// Serves until `shutdown`, then drains connections (not ready from then on) and lets
+    /// in-flight observations finish.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        server::serve(listener, self.proxy.clone(), self.settings, shutdown).await;
+        self.ready.store(true, Ordering::Release);
+        let ready = self.ready.clone();
+        let draining = async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+        };
+        server::serve(listener, self.proxy.clone(), self.settings, draining).await;
         self.proxy.observer().settled().await;
+    }
+
+    /// What the admin endpoints report on.
+    pub fn admin(&self) -> Admin {
+        Admin {
+            stats: self.stats.clone(),
+            ready: self.ready.clone(),
+            telemetry: self.telemetry.clone(),
+        }
     }
 
     /// Waits until every exchange so far has been recorded and exported.

@@ -50,6 +50,7 @@ pub struct Config {
     pub redaction: RedactionConfig,
     pub limits: LimitsConfig,
     pub server: ServerConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -64,6 +65,7 @@ impl Default for Config {
             redaction: RedactionConfig::default(),
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
+            admin: AdminConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -136,6 +138,9 @@ fn yes() -> bool {
 pub enum ExporterKind {
     Otlp,
     Console,
+    /// Azure Application Insights, straight from a connection string.
+    #[serde(rename = "applicationinsights")]
+    ApplicationInsights,
     None,
 }
 
@@ -147,7 +152,7 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Where spans go. Empty: OTLP when an endpoint is configured, else the console.
@@ -157,6 +162,102 @@ pub struct TelemetryConfig {
     pub resource_attributes: BTreeMap<String, String>,
     pub otlp: OtlpConfig,
     pub batch: BatchConfig,
+    pub metrics: MetricsConfig,
+    pub applicationinsights: AppInsightsConfig,
+    /// `OTEL_TRACES_SAMPLER`: which exchanges get a span (metrics count every one).
+    pub sampler: SamplerKind,
+    /// `OTEL_TRACES_SAMPLER_ARG`: the ratio for the `traceidratio` samplers.
+    pub sampler_arg: Option<f64>,
+    /// Send the proxy span's `traceparent` upstream, so server-side spans nest under it.
+    pub propagate: bool,
+    /// A request header whose value is `gen_ai.conversation.id`.
+    pub conversation_id_header: Option<String>,
+    /// `baggage` members copied onto spans as attributes (values redacted). Others are ignored.
+    pub baggage_attributes: Vec<String>,
+    /// Metric names: the released conventions, or the GenAI repository's unreleased renames.
+    pub semconv: SemconvVersion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SemconvVersion {
+    #[default]
+    #[serde(rename = "1.41")]
+    V1_41,
+    #[serde(rename = "latest")]
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    AlwaysOn,
+    AlwaysOff,
+    #[serde(rename = "traceidratio")]
+    TraceIdRatio,
+    #[default]
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    #[serde(rename = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Temporality {
+    #[default]
+    Cumulative,
+    Delta,
+    LowMemory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where metrics go. Empty: wherever spans go (the console prints none).
+    pub exporters: Vec<ExporterKind>,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`.
+    pub interval: Dur,
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
+    pub temporality: Temporality,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            exporters: Vec::new(),
+            interval: Dur::secs(60),
+            temporality: Temporality::Cumulative,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppInsightsConfig {
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`; masked by check-config.
+    pub connection_string: Option<String>,
+    /// Extra PEM CA certificates for the ingestion endpoint (a TLS-inspecting proxy, say).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            exporters: Vec::new(),
+            service_name: None,
+            resource_attributes: BTreeMap::new(),
+            otlp: OtlpConfig::default(),
+            batch: BatchConfig::default(),
+            metrics: MetricsConfig::default(),
+            applicationinsights: AppInsightsConfig::default(),
+            sampler: SamplerKind::default(),
+            sampler_arg: None,
+            propagate: true,
+            conversation_id_header: None,
+            baggage_attributes: Vec::new(),
+            semconv: SemconvVersion::V1_41,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +269,8 @@ pub struct OtlpConfig {
     pub traces_endpoint: Option<String>,
     /// Full logs endpoint (content captured as events), used as is.
     pub logs_endpoint: Option<String>,
+    /// Full metrics endpoint, used as is.
+    pub metrics_endpoint: Option<String>,
     pub protocol: OtlpProtocol,
     /// Sent with every export (e.g. an API key); masked by `check-config`.
     pub headers: BTreeMap<String, String>,
@@ -182,6 +285,7 @@ impl Default for OtlpConfig {
             endpoint: None,
             traces_endpoint: None,
             logs_endpoint: None,
+            metrics_endpoint: None,
             protocol: OtlpProtocol::HttpProtobuf,
             headers: BTreeMap::new(),
             timeout: Dur::secs(10),
@@ -203,6 +307,10 @@ impl OtlpConfig {
     /// The URL log records (events) are sent to.
     pub fn logs_url(&self) -> String {
         self.signal_url("logs", self.logs_endpoint.as_deref())
+    }
+
+    pub fn metrics_url(&self) -> String {
+        self.signal_url("metrics", self.metrics_endpoint.as_deref())
     }
 
     /// A signal-specific endpoint is used as is; the base one gets `/v1/{signal}` for HTTP.
@@ -415,6 +523,23 @@ impl Default for ServerConfig {
         ServerConfig {
             drain_timeout: Dur::secs(25),
             header_read_timeout: Dur::secs(30),
+        }
+    }
+}
+
+/// The admin port: health, readiness and Prometheus metrics, apart from the proxy port so no
+/// app path can shadow them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Probes reach the pod's IP: in Kubernetes set `0.0.0.0:7421`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT + 1)),
         }
     }
 }
@@ -743,6 +868,46 @@ impl Config {
                 ));
             }
         }
+        let exporters = self.exporters();
+        if (exporters.contains(&ExporterKind::ApplicationInsights)
+            || self
+                .metric_exporters()
+                .contains(&ExporterKind::ApplicationInsights))
+            && self
+                .telemetry
+                .applicationinsights
+                .connection_string
+                .is_none()
+        {
+            return Err(invalid(
+                "telemetry.applicationinsights.connection_string",
+                "the applicationinsights exporter needs a connection string (APPLICATIONINSIGHTS_CONNECTION_STRING)",
+            ));
+        }
+        if let Some(c) = &self.telemetry.applicationinsights.connection_string
+            && !c.to_ascii_lowercase().contains("instrumentationkey=")
+        {
+            return Err(invalid(
+                "telemetry.applicationinsights.connection_string",
+                "has no InstrumentationKey",
+            ));
+        }
+        if let Some(arg) = self.telemetry.sampler_arg
+            && !(0.0..=1.0).contains(&arg)
+        {
+            return Err(invalid("telemetry.sampler_arg", "must be between 0 and 1"));
+        }
+        if self.telemetry.metrics.interval.0.is_zero() {
+            return Err(invalid("telemetry.metrics.interval", "must be above zero"));
+        }
+        if let Some(h) = &self.telemetry.conversation_id_header
+            && http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).is_err()
+        {
+            return Err(invalid(
+                "telemetry.conversation_id_header",
+                format!("{h:?} is not a header name"),
+            ));
+        }
         if self.limits.observer_queue == 0 {
             return Err(invalid("limits.observer_queue", "must be at least 1"));
         }
@@ -772,11 +937,42 @@ impl Config {
         Ok(())
     }
 
-    /// The exporters in effect once `auto` (an empty list) is resolved.
+    /// The exporters in effect once `auto` (an empty list) is resolved: OTLP when an endpoint
+    /// is set, Application Insights when a connection string is, else the console.
     pub fn exporters(&self) -> Vec<ExporterKind> {
         match self.telemetry.exporters.as_slice() {
-            [] if self.telemetry.otlp.is_configured() => vec![ExporterKind::Otlp],
-            [] => vec![ExporterKind::Console],
+            [] => {
+                let mut auto = Vec::new();
+                if self.telemetry.otlp.is_configured() {
+                    auto.push(ExporterKind::Otlp);
+                }
+                if self
+                    .telemetry
+                    .applicationinsights
+                    .connection_string
+                    .is_some()
+                {
+                    auto.push(ExporterKind::ApplicationInsights);
+                }
+                if auto.is_empty() {
+                    auto.push(ExporterKind::Console);
+                }
+                auto
+            }
+            [ExporterKind::None] => Vec::new(),
+            list => list.to_vec(),
+        }
+    }
+
+    /// Where metrics go: their own list, else the span exporters but the console (a metric
+    /// dump every interval is noise there).
+    pub fn metric_exporters(&self) -> Vec<ExporterKind> {
+        match self.telemetry.metrics.exporters.as_slice() {
+            [] => self
+                .exporters()
+                .into_iter()
+                .filter(|k| *k != ExporterKind::Console)
+                .collect(),
             [ExporterKind::None] => Vec::new(),
             list => list.to_vec(),
         }
@@ -790,6 +986,9 @@ impl Config {
         }
         if let Some(key) = &mut shown.redaction.hash_key {
             *key = "****".to_owned();
+        }
+        if let Some(c) = &mut shown.telemetry.applicationinsights.connection_string {
+            *c = "****".to_owned();
         }
         if let Some(url) = &mut shown.upstream.url {
             *url = mask_userinfo(url);
@@ -904,6 +1103,73 @@ fn otel_env(env: &[(String, String)]) -> Vec<EnvVar> {
             put(NAME, &["capture", "target"], string(target));
         }
     }
+    if let Some(v) = get("APPLICATIONINSIGHTS_CONNECTION_STRING") {
+        put(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING",
+            &["telemetry", "applicationinsights", "connection_string"],
+            string(v),
+        );
+    }
+    if let Some(v) = get("OTEL_TRACES_SAMPLER") {
+        put(
+            "OTEL_TRACES_SAMPLER",
+            &["telemetry", "sampler"],
+            string(&v.to_ascii_lowercase()),
+        );
+    }
+    if let Some(v) = get("OTEL_TRACES_SAMPLER_ARG") {
+        put(
+            "OTEL_TRACES_SAMPLER_ARG",
+            &["telemetry", "sampler_arg"],
+            number(v),
+        );
+    }
+    if let Some(v) = get("OTEL_PROPAGATORS") {
+        let none = v.split(',').any(|p| p.trim().eq_ignore_ascii_case("none"));
+        put(
+            "OTEL_PROPAGATORS",
+            &["telemetry", "propagate"],
+            Value::from(!none),
+        );
+    }
+    if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
+        put(
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            &["telemetry", "metrics", "interval"],
+            millis(v),
+        );
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+        put(
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            &["telemetry", "metrics", "temporality"],
+            string(&v.to_ascii_lowercase()),
+        );
+    }
+    if let Some(v) = get("OTEL_METRICS_EXPORTER") {
+        let list: Vec<Value> = v.split(',').map(|s| string(s.trim())).collect();
+        put(
+            "OTEL_METRICS_EXPORTER",
+            &["telemetry", "metrics", "exporters"],
+            Value::from(list),
+        );
+    }
+    // The downward API fills these in the deploy manifests.
+    for (name, attribute) in [
+        ("K8S_POD_NAME", "k8s.pod.name"),
+        ("K8S_NAMESPACE_NAME", "k8s.namespace.name"),
+        ("K8S_NODE_NAME", "k8s.node.name"),
+    ] {
+        if let Some(v) = get(name) {
+            let mut dict = Dict::new();
+            dict.insert(attribute.to_owned(), string(v));
+            put(
+                name,
+                &["telemetry", "resource_attributes"],
+                Value::from(dict),
+            );
+        }
+    }
     if let Some(v) = get("OTEL_SERVICE_NAME") {
         put(
             "OTEL_SERVICE_NAME",
@@ -940,6 +1206,7 @@ fn otel_env(env: &[(String, String)]) -> Vec<EnvVar> {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "endpoint"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces_endpoint"),
         ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "logs_endpoint"),
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "metrics_endpoint"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "protocol"),
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "protocol"),
         ("OTEL_EXPORTER_OTLP_CERTIFICATE", "ca_file"),
@@ -1000,7 +1267,7 @@ pub fn parse_key_values(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1384,6 +1651,46 @@ rules = [
             }));
             assert!(e.contains(key), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_sampling_propagation_and_application_insights_from_the_standard_variables() {
+        let c = load_env(&[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_PROPAGATORS", "none"),
+            ("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/"),
+            ("K8S_POD_NAME", "app-7d9f"),
+            ("K8S_NAMESPACE_NAME", "prod"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=genai"),
+        ])
+        .unwrap();
+        let t = &c.telemetry;
+        assert_eq!(t.metrics.interval, Dur::secs(5));
+        assert_eq!(t.metrics.temporality, Temporality::Delta);
+        assert_eq!(t.sampler, SamplerKind::ParentbasedTraceIdRatio);
+        assert_eq!(t.sampler_arg, Some(0.25));
+        assert!(!t.propagate);
+        assert_eq!(c.exporters(), vec![ExporterKind::ApplicationInsights]);
+        assert_eq!(
+            c.metric_exporters(),
+            vec![ExporterKind::ApplicationInsights]
+        );
+        assert_eq!(t.resource_attributes["k8s.pod.name"], "app-7d9f");
+        assert_eq!(t.resource_attributes["k8s.namespace.name"], "prod");
+        assert_eq!(t.resource_attributes["team"], "genai");
+        assert!(!c.to_masked_toml().contains("InstrumentationKey"));
+        assert_eq!(
+            load_env(&[]).unwrap().metric_exporters(),
+            vec![],
+            "console spans, no metric dump"
+        );
+        let e = error_text(load_env(&[("OTEL_TRACES_EXPORTER", "applicationinsights")]));
+        assert!(e.contains("applicationinsights.connection_string"), "{e}");
+        let e = error_text(load_env(&[("OTEL_TRACES_SAMPLER", "sometimes")]));
+        assert!(e.contains("OTEL_TRACES_SAMPLER"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,35 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use opentelemetry::trace::{SpanId, TraceId, TraceState};
+
 use crate::genai::Api;
 use crate::redact::Content;
+
+/// The proxy span's place in a trace, fixed when the request arrives so the upstream can be
+/// told (`traceparent`) before the span exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceStart {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The app's span, when its request carried a valid `traceparent`.
+    pub parent: Option<SpanId>,
+    /// The sampler's decision: no span is exported otherwise (metrics count it anyway).
+    pub sampled: bool,
+    pub trace_state: TraceState,
+}
+
+impl Default for TraceStart {
+    fn default() -> Self {
+        TraceStart {
+            trace_id: TraceId::INVALID,
+            span_id: SpanId::INVALID,
+            parent: None,
+            sampled: true,
+            trace_state: TraceState::default(),
+        }
+    }
+}
 
 /// Where the proxied call went; shared by every exchange on the same route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +199,7 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
     pub api: Api,
+    pub trace: TraceStart,
     pub target: Target,
     /// Wall-clock time the request arrived at the proxy.
     pub start: SystemTime,
@@ -180,6 +208,11 @@ pub struct Exchange {
     pub request: RequestFacts,
     /// Allowlisted request headers `(lowercase name, redacted value)`.
     pub request_headers: Vec<(String, String)>,
+    /// Configured `baggage` members `(key, redacted value)`.
+    pub baggage: Vec<(String, String)>,
+    /// Time the proxy itself added: request arrival to forwarding, plus upstream response head
+    /// to client response head. `None` when the upstream never answered.
+    pub overhead: Option<Duration>,
     /// The proxy asked the upstream for stream usage the client did not request.
     pub usage_injected: bool,
     pub response: ResponseFacts,
@@ -210,6 +243,11 @@ impl Exchange {
     pub(crate) fn example() -> Exchange {
         Exchange {
             api: Api::ChatCompletions,
+            trace: TraceStart {
+                trace_id: TraceId::from(1),
+                span_id: SpanId::from(2),
+                ..TraceStart::default()
+            },
             target: Target {
                 provider: "openai".into(),
                 host: "api.openai.com".into(),
@@ -222,6 +260,8 @@ impl Exchange {
                 ..RequestFacts::default()
             },
             request_headers: Vec::new(),
+            baggage: Vec::new(),
+            overhead: None,
             usage_injected: false,
             response: ResponseFacts::default(),
             status: Some(200),

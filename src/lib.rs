@@ -13,11 +13,13 @@
 //! - [`telemetry`]: turns each exchange into a span and exports it through bounded queues
 //!   (OTLP gRPC or HTTP, console).
 //! - [`config`]: defaults < TOML file < `GENAI_TAP_*` < `OTEL_*` < flags, validated.
+//! - [`admin`]: health, readiness and Prometheus metrics on their own port.
 //! - [`app`] wires these together; [`stats`] counts what the proxy swallowed (fail-open);
 //!   [`mock`] and [`demo`] give a working setup with no account and no network.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod codec;

@@ -201,12 +201,23 @@ async fn run(config: Config) -> Result<(), AppError> {
     let app = App::new(&config, telemetry, stats)?;
     let listener = App::bind(config.listen).await?;
     let listen = listener.local_addr().unwrap_or(config.listen);
+    let admin_listener = App::bind(config.admin.listen).await?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(genai_tap::admin::serve(
+        admin_listener,
+        app.admin(),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
     let capture = genai_tap::app::capture_summary(&config);
     if capture.starts_with("FULL") {
         tracing::warn!(capture, "message content is exported without redaction");
     }
     tracing::info!(
         listen = %listen,
+        admin = %admin_addr,
         upstream = %app.proxy.upstream_display(),
         telemetry = %app.telemetry.destinations().join(", "),
         capture,
@@ -214,6 +225,8 @@ async fn run(config: Config) -> Result<(), AppError> {
     );
     app.serve(listener, shutdown_signal()).await;
     app.shutdown_telemetry(Duration::from_secs(10)).await;
+    let _ = admin_stop.send(());
+    let _ = admin.await;
     tracing::info!("genai-tap stopped");
     Ok(())
 }

@@ -16,7 +16,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::codec::Decoder;
 use crate::config::CaptureOnly;
-use crate::exchange::{ApiError, Exchange, Failure, RequestFacts, Target, UpstreamHeaders};
+use crate::exchange::{
+    ApiError, Exchange, Failure, RequestFacts, Target, TraceStart, UpstreamHeaders,
+};
 use crate::genai::sse::SseDecoder;
 use crate::genai::{self, Api, ResponseSummary};
 use crate::redact::Redactor;
@@ -59,6 +61,11 @@ pub struct Start {
     pub wall: SystemTime,
     /// Request headers on the export allowlist, as sent.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub trace: TraceStart,
+    /// Configured `baggage` members, as sent.
+    pub baggage: Vec<(String, String)>,
+    /// The configured conversation-id header's value.
+    pub conversation_id: Option<String>,
 }
 
 /// Which exchanges keep their captured content, and the redactor it goes through.
@@ -383,6 +390,10 @@ impl Assembly {
                 c.redactor.seal(input, std::mem::take(&mut summary.output))
             });
         let rules = &self.privacy.attributes;
+        // The app's explicit header wins over what the body says.
+        if let Some(id) = self.start.conversation_id.take() {
+            request.conversation_id = Some(id);
+        }
         if let Some(id) = &mut request.conversation_id
             && let std::borrow::Cow::Owned(redacted) = rules.text(id)
         {
@@ -397,8 +408,22 @@ impl Assembly {
                 (name.as_str().to_owned(), rules.text(&text).into_owned())
             })
             .collect();
+        let baggage = std::mem::take(&mut self.start.baggage)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = rules.text(&v).into_owned();
+                (k, v)
+            })
+            .collect();
+        let overhead = head.as_ref().and_then(|h| h.timing).map(|t| {
+            t.sent.saturating_duration_since(self.start.arrived)
+                + t.returned.saturating_duration_since(t.received)
+        });
         Exchange {
             api,
+            trace: self.start.trace,
+            baggage,
+            overhead,
             target: self.start.target,
             start: self.start.wall,
             duration,
@@ -547,6 +572,10 @@ async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<TapEvent>) 
     }
     let recorded = catch_unwind(AssertUnwindSafe(|| {
         let exchange = assembly.finish();
+        inner.stats.exchange(
+            exchange.api.operation().as_str(),
+            exchange.failure.is_some(),
+        );
         if exchange.request_issue.is_some() || exchange.response_issue.is_some() {
             Stats::incr(&inner.stats.parse_failures);
         }
@@ -585,6 +614,9 @@ mod tests {
             arrived: Instant::now(),
             wall: SystemTime::now(),
             headers: Vec::new(),
+            trace: TraceStart::default(),
+            baggage: Vec::new(),
+            conversation_id: None,
         }
     }
 

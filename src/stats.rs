@@ -8,33 +8,44 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($(#[doc = $doc:literal] $name:ident),* $(,)?) => {
         /// Counters, each only ever incremented.
         #[derive(Debug, Default)]
         pub struct Stats {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// Finished exchanges by operation (chat, text_completion, embeddings) and outcome
+            /// (ok, error).
+            exchanges: [[AtomicU64; 2]; 3],
         }
 
         /// A point-in-time copy of [`Stats`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct Snapshot {
-            $($(#[$doc])* pub $name: u64,)*
+            $(#[doc = $doc] pub $name: u64,)*
+            pub exchanges: [[u64; 2]; 3],
         }
 
         impl Stats {
             pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+                Snapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    exchanges: self.exchanges.each_ref().map(|row| row.each_ref().map(|c| c.load(Ordering::Relaxed))),
+                }
             }
         }
 
         impl Snapshot {
-            /// `(name, value)` pairs, for exposition.
-            pub fn fields(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name),)*]
+            /// `(name, help, value)` for every counter, for exposition.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $doc.trim(), self.$name),)*]
             }
         }
     };
 }
+
+/// The operations and outcomes exchanges are counted by, in the order of `Snapshot::exchanges`.
+pub const OPERATIONS: [&str; 3] = ["chat", "text_completion", "embeddings"];
+pub const OUTCOMES: [&str; 2] = ["ok", "error"];
 
 counters! {
     /// Requests received on the proxy port.
@@ -65,6 +76,12 @@ counters! {
     spans_exported,
     /// Spans in batches an exporter failed or timed out on.
     spans_failed,
+    /// Spans not exported because the trace sampler dropped them (metrics still count them).
+    spans_sampled_out,
+    /// Metric collections an exporter accepted.
+    metric_exports,
+    /// Metric collections an exporter failed or timed out on.
+    metric_export_failures,
     /// GenAI events (content captured as log records) handed to an export queue.
     events_queued,
     /// Events dropped because an export queue was full.
@@ -76,6 +93,13 @@ counters! {
 }
 
 impl Stats {
+    /// Counts a finished exchange; `operation` is `gen_ai.operation.name`.
+    pub fn exchange(&self, operation: &str, failed: bool) {
+        if let Some(i) = OPERATIONS.iter().position(|o| *o == operation) {
+            self.exchanges[i][usize::from(failed)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -137,7 +161,16 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.requests, 1);
         assert_eq!(snap.spans_dropped, 3);
-        assert!(snap.fields().contains(&("spans_dropped", 3)));
+        assert!(
+            snap.fields()
+                .iter()
+                .any(|(n, help, v)| *n == "spans_dropped"
+                    && *v == 3
+                    && help.starts_with("Spans dropped"))
+        );
+        s.exchange("embeddings", true);
+        s.exchange("unknown", false);
+        assert_eq!(s.snapshot().exchanges[2], [0, 1]);
     }
 
     #[test]

@@ -39,10 +39,20 @@ pub enum Ending {
     Cancelled,
 }
 
+/// When the proxy handled the upstream call: forwarded the request, got the upstream's
+/// response head, handed the client its response head.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub sent: Instant,
+    pub received: Instant,
+    pub returned: Instant,
+}
+
 /// The response head, as far as observation needs it. Values are shared, not parsed, here.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHead {
     pub status: u16,
+    pub timing: Option<Timing>,
     pub content_type: Option<HeaderValue>,
     pub content_encoding: Option<HeaderValue>,
     pub request_id: Option<HeaderValue>,
@@ -57,6 +67,7 @@ impl ResponseHead {
         let get = |name: &str| headers.get(name).cloned();
         ResponseHead {
             status,
+            timing: None,
             content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
             content_encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
             request_id: get("x-request-id"),
@@ -118,10 +129,20 @@ impl Tap {
         }
     }
 
-    pub fn response_head(&mut self, status: u16, headers: &HeaderMap) {
-        self.send(TapEvent::ResponseHead(Box::new(ResponseHead::new(
-            status, headers,
-        ))));
+    /// `call` times the upstream call (forwarded, answered); the hand-over to the client is now.
+    pub fn response_head(
+        &mut self,
+        status: u16,
+        headers: &HeaderMap,
+        call: Option<(Instant, Instant)>,
+    ) {
+        let mut head = ResponseHead::new(status, headers);
+        head.timing = call.map(|(sent, received)| Timing {
+            sent,
+            received,
+            returned: Instant::now(),
+        });
+        self.send(TapEvent::ResponseHead(Box::new(head)));
     }
 
     pub fn data(&mut self, data: &Bytes) {

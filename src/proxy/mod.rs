@@ -28,6 +28,7 @@ use crate::genai::{self, Api, inject, sse};
 use crate::observer::{Observer, Start};
 use crate::stats::Stats;
 use crate::tap::{Ending, RequestBody, Tap, TapBody, TapEvent};
+use crate::telemetry::context;
 pub use body::{ProxyBody, StripBody, UpstreamBody};
 use route::Unroutable;
 pub use route::{Router, Upstream};
@@ -163,10 +164,11 @@ fn respond_buffered(
     body: Bytes,
     mut tap: Tap,
     client_version: Version,
+    call: (Instant, Instant),
 ) -> Response<ProxyBody> {
     hop::strip(&mut parts.headers);
     parts.version = client_version;
-    tap.response_head(parts.status.as_u16(), &parts.headers);
+    tap.response_head(parts.status.as_u16(), &parts.headers, Some(call));
     tap.data(&body);
     tap.end(Ending::Complete);
     Response::from_parts(parts, ProxyBody::local(body))
@@ -181,6 +183,12 @@ pub struct Proxy {
     max_body: usize,
     /// Request headers whose values are exported (never credentials: config refuses those).
     export_headers: Vec<http::HeaderName>,
+    /// Send the proxy span's `traceparent` upstream.
+    propagate: bool,
+    /// `baggage` keys copied onto spans.
+    baggage_keys: Vec<String>,
+    /// The header carrying `gen_ai.conversation.id`.
+    conversation_header: Option<http::HeaderName>,
     observer: Observer,
     stats: Arc<Stats>,
 }
@@ -207,6 +215,13 @@ impl Proxy {
                     http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()
                 })
                 .collect(),
+            propagate: config.telemetry.propagate,
+            baggage_keys: config.telemetry.baggage_attributes.clone(),
+            conversation_header: config
+                .telemetry
+                .conversation_id_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
             observer,
             stats,
         })
@@ -250,8 +265,9 @@ impl Proxy {
         parts.version = Version::HTTP_11;
 
         let Some((api, deployment)) = detected else {
+            let sent_at = Instant::now();
             let sent = self.send(parts, UpstreamBody::streaming(body)).await;
-            return self.respond(sent, None, false, client_version, &target);
+            return self.respond(sent, sent_at, None, false, client_version, &target);
         };
         Stats::incr(&self.stats.observed);
         let headers = self
@@ -265,6 +281,35 @@ impl Proxy {
                     .map(|v| (name.clone(), v.clone()))
             })
             .collect();
+        let trace = self
+            .observer
+            .telemetry()
+            .begin_trace(&parts.headers, api.operation().as_str());
+        if self.propagate {
+            // The upstream's spans nest under the proxy's; the app's tracestate rides along.
+            let value = context::traceparent(trace.trace_id, trace.span_id, trace.sampled);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                parts.headers.insert("traceparent", value);
+            }
+        }
+        let baggage = if self.baggage_keys.is_empty() {
+            Vec::new()
+        } else {
+            parts
+                .headers
+                .get_all("baggage")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(context::parse_baggage)
+                .filter(|(k, _)| self.baggage_keys.contains(k))
+                .collect()
+        };
+        let conversation_id = self
+            .conversation_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut tap = self.observer.begin(Start {
             api,
             deployment,
@@ -272,6 +317,9 @@ impl Proxy {
             arrived,
             wall,
             headers,
+            trace,
+            baggage,
+            conversation_id,
         });
         let (forward, observed) = match UpstreamBody::read(body, self.max_body).await {
             Ok(read) => read,
@@ -303,8 +351,9 @@ impl Proxy {
             usage_injected: injection.is_some(),
         });
         let Some((original, modified)) = injection else {
+            let sent_at = Instant::now();
             let sent = self.send(parts, forward).await;
-            return self.respond(sent, Some(tap), false, client_version, &target);
+            return self.respond(sent, sent_at, Some(tap), false, client_version, &target);
         };
 
         Stats::incr(&self.stats.usage_injected);
@@ -316,11 +365,13 @@ impl Proxy {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(modified.len()));
+        let sent_at = Instant::now();
         let sent = self.send(parts, UpstreamBody::whole(modified)).await;
         let response = match sent {
             Ok(Ok(r)) if matches!(r.status().as_u16(), 400 | 422) => r,
-            other => return self.respond(other, Some(tap), true, client_version, &target),
+            other => return self.respond(other, sent_at, Some(tap), true, client_version, &target),
         };
+        let received_at = Instant::now();
         // A refusal may be about the field we added: read the answer to find out.
         let (answer_parts, answer) = response.into_parts();
         let answer = match tokio::time::timeout(
@@ -334,7 +385,13 @@ impl Proxy {
         };
         if memchr::memmem::find(&answer, b"stream_options").is_none() {
             // About the request itself: the client gets the answer as it came.
-            return respond_buffered(answer_parts, answer, tap, client_version);
+            return respond_buffered(
+                answer_parts,
+                answer,
+                tap,
+                client_version,
+                (sent_at, received_at),
+            );
         }
         if upstream.reject_usage_injection() {
             tracing::warn!(
@@ -348,8 +405,9 @@ impl Proxy {
         *again.method_mut() = method;
         *again.uri_mut() = uri;
         *again.headers_mut() = headers;
+        let sent_at = Instant::now();
         let sent = self.send_request(again).await;
-        self.respond(sent, Some(tap), false, client_version, &target)
+        self.respond(sent, sent_at, Some(tap), false, client_version, &target)
     }
 
     async fn send(&self, parts: http::request::Parts, body: UpstreamBody) -> Sent {
@@ -365,11 +423,13 @@ impl Proxy {
     fn respond(
         &self,
         sent: Sent,
+        sent_at: Instant,
         tap: Option<Tap>,
         strip_usage: bool,
         client_version: Version,
         target: &Target,
     ) -> Response<ProxyBody> {
+        let received_at = Instant::now();
         let response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
@@ -385,7 +445,11 @@ impl Proxy {
         let Some(mut tap) = tap else {
             return Response::from_parts(parts, ProxyBody::Upstream(body));
         };
-        tap.response_head(parts.status.as_u16(), &parts.headers);
+        tap.response_head(
+            parts.status.as_u16(),
+            &parts.headers,
+            Some((sent_at, received_at)),
+        );
         let tapped = TapBody::new(body, tap, classify_body_error);
         let streamed = parts
             .headers

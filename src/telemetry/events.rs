@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use opentelemetry::logs::{AnyValue, LogRecord, Logger, Severity};
-use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+use opentelemetry::trace::TraceFlags;
 use opentelemetry::{Array, Key, KeyValue, Value};
 use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger};
 
@@ -16,14 +16,18 @@ use super::semconv::{GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS, GENAI_TAP_CONTEN
 use super::span::{content_json, facts_attributes, start_attributes};
 use crate::exchange::Exchange;
 
+/// How content is put on the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Structured values, as the conventions require on events (OTLP, console).
+    Structured,
+    /// JSON text, with the event name as the message: for destinations that flatten structured
+    /// values into strings of their own making (Application Insights).
+    Text,
+}
+
 /// The event for an exchange whose content was captured; `None` without content.
-pub fn build(
-    logger: &SdkLogger,
-    ex: &Exchange,
-    trace_id: TraceId,
-    span_id: SpanId,
-    budget: usize,
-) -> Option<SdkLogRecord> {
+pub fn build(logger: &SdkLogger, ex: &Exchange, budget: usize, form: Form) -> Option<SdkLogRecord> {
     let content = ex.content.as_ref()?;
     let mut record = logger.create_log_record();
     record.set_event_name(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS);
@@ -31,7 +35,12 @@ pub fn build(
     record.set_observed_timestamp(std::time::SystemTime::now());
     record.set_severity_number(Severity::Info);
     record.set_severity_text("INFO");
-    record.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
+    let flags = if ex.trace.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    record.set_trace_context(ex.trace.trace_id, ex.trace.span_id, Some(flags));
     let mut attrs = start_attributes(ex);
     facts_attributes(ex, &mut attrs);
     for KeyValue { key, value, .. } in attrs {
@@ -39,8 +48,16 @@ pub fn build(
     }
     let (texts, truncated) = content_json(content, budget);
     for (key, text) in texts {
-        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        record.add_attribute(key, structured(value));
+        match form {
+            Form::Structured => {
+                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                record.add_attribute(key, structured(value));
+            }
+            Form::Text => record.add_attribute(key, text),
+        }
+    }
+    if form == Form::Text {
+        record.set_body(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS.into());
     }
     if truncated {
         record.add_attribute(GENAI_TAP_CONTENT_TRUNCATED, true);
@@ -122,24 +139,17 @@ mod tests {
     fn the_event_is_in_the_span_context_with_structured_content() {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("test");
+        assert!(build(&logger, &exchange(false), 1 << 15, Form::Structured).is_none());
+        let text = build(&logger, &exchange(true), 1 << 15, Form::Text).unwrap();
         assert!(
-            build(
-                &logger,
-                &exchange(false),
-                TraceId::from(1),
-                SpanId::from(2),
-                1 << 15
-            )
-            .is_none()
+            text.attributes_iter()
+                .any(|(k, v)| k.as_str() == "gen_ai.input.messages"
+                    && matches!(v, AnyValue::String(s) if s.as_str().starts_with("[{\"parts\"")))
         );
-        let record = build(
-            &logger,
-            &exchange(true),
-            TraceId::from(1),
-            SpanId::from(2),
-            1 << 15,
-        )
-        .unwrap();
+        assert!(
+            matches!(text.body(), Some(AnyValue::String(s)) if s.as_str() == GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS)
+        );
+        let record = build(&logger, &exchange(true), 1 << 15, Form::Structured).unwrap();
         assert_eq!(
             record.event_name(),
             Some(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS)
@@ -147,7 +157,10 @@ mod tests {
         let context = record.trace_context().unwrap();
         assert_eq!(
             (context.trace_id, context.span_id),
-            (TraceId::from(1), SpanId::from(2))
+            (
+                opentelemetry::trace::TraceId::from(1),
+                opentelemetry::trace::SpanId::from(2)
+            )
         );
         let attrs: HashMap<String, AnyValue> = record
             .attributes_iter()

@@ -6,8 +6,10 @@
 //! recording an exchange offers to each destination's bounded queue and returns.
 
 pub mod console;
+pub mod context;
 pub mod events;
 pub mod memory;
+pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod semconv;
@@ -17,14 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::logs::LoggerProvider;
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceState};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter,
+};
 
-use crate::config::{Config, ExporterKind, OtlpProtocol};
-use crate::exchange::Exchange;
+use crate::config::{Config, ExporterKind, OtlpProtocol, SamplerKind, SemconvVersion};
+use crate::exchange::{Exchange, TraceStart};
 use crate::stats::Stats;
 pub use pipeline::BatchSettings;
 use pipeline::{Events, Pipeline, Spans};
@@ -49,7 +54,10 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     spans: Vec<Pipeline<SpanData>>,
-    events: Vec<Pipeline<SdkLogRecord>>,
+    events: Vec<(events::Form, Pipeline<SdkLogRecord>)>,
+    metrics: Option<metrics::Metrics>,
+    sampler: Sampler,
+    stats: Arc<Stats>,
     content: span::ContentSettings,
     scope: InstrumentationScope,
     /// Makes log records; it has no processors of its own (our pipelines export them).
@@ -70,11 +78,14 @@ fn scope() -> InstrumentationScope {
 /// Assembles a [`Telemetry`] from exporters.
 pub struct TelemetryBuilder {
     content: span::ContentSettings,
+    sampler: Sampler,
+    metrics: Vec<metrics::Destination>,
+    names: metrics::Names,
     resource: Resource,
     settings: BatchSettings,
     stats: Arc<Stats>,
     spans: Vec<Pipeline<SpanData>>,
-    events: Vec<Pipeline<SdkLogRecord>>,
+    events: Vec<(events::Form, Pipeline<SdkLogRecord>)>,
     destinations: Vec<String>,
 }
 
@@ -97,20 +108,18 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Adds a destination for GenAI events (content captured as log records).
+    /// Adds a destination for GenAI events (content captured as log records), with content in
+    /// the form it takes.
     pub fn event_exporter<E: LogExporter + 'static>(
         mut self,
         name: &'static str,
         description: impl Into<String>,
         exporter: E,
+        form: events::Form,
     ) -> Self {
         let destination = Events::new(exporter, &self.resource, scope());
-        self.events.push(Pipeline::spawn(
-            name,
-            destination,
-            self.settings,
-            self.stats.clone(),
-        ));
+        let pipeline = Pipeline::spawn(name, destination, self.settings, self.stats.clone());
+        self.events.push((form, pipeline));
         self.destinations.push(description.into());
         self
     }
@@ -121,14 +130,49 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Which exchanges get a span (all, by default).
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// Adds a metrics destination (started with the rest at `build`).
+    pub fn metric_exporter(
+        mut self,
+        destination: metrics::Destination,
+        description: impl Into<String>,
+    ) -> Self {
+        self.metrics.push(destination);
+        self.destinations.push(description.into());
+        self
+    }
+
+    /// Which metric names to use.
+    pub fn metric_names(mut self, names: metrics::Names) -> Self {
+        self.names = names;
+        self
+    }
+
     pub fn build(self) -> Telemetry {
         let provider = SdkLoggerProvider::builder()
             .with_resource(self.resource.clone())
             .build();
+        let metrics = (!self.metrics.is_empty()).then(|| {
+            metrics::Metrics::start(
+                self.metrics,
+                self.resource.clone(),
+                scope(),
+                self.names,
+                self.stats.clone(),
+            )
+        });
         Telemetry {
             inner: Arc::new(Inner {
                 spans: self.spans,
                 events: self.events,
+                metrics,
+                sampler: self.sampler,
+                stats: self.stats,
                 content: self.content,
                 scope: scope(),
                 logger: provider.logger_with_scope(scope()),
@@ -148,6 +192,9 @@ impl Telemetry {
     ) -> TelemetryBuilder {
         TelemetryBuilder {
             content: span::ContentSettings::default(),
+            sampler: Sampler::AlwaysOn,
+            metrics: Vec::new(),
+            names: metrics::Names::default(),
             resource,
             settings,
             stats,
@@ -160,23 +207,43 @@ impl Telemetry {
     /// A builder with the configuration's resource, batching and content settings, and no
     /// destinations yet.
     pub fn configured(config: &Config, stats: Arc<Stats>) -> TelemetryBuilder {
+        let t = &config.telemetry;
         Telemetry::builder(resource(config), batch_settings(config), stats)
             .content(content_settings(config))
+            .sampler(sampler(t.sampler, t.sampler_arg))
+            .metric_names(match t.semconv {
+                SemconvVersion::V1_41 => metrics::Names::V1_41,
+                SemconvVersion::Latest => metrics::Names::Latest,
+            })
     }
 
-    /// The destinations the configuration asks for: spans to each exporter, and events too
-    /// when content is captured as events.
+    /// The destinations the configuration asks for: spans to each exporter, events too when
+    /// content is captured as events, and metrics to each metric exporter.
     pub fn from_config(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, TelemetryError> {
         let events = content_settings(config).on_event;
-        let mut builder = Telemetry::configured(config, stats);
+        let otlp = &config.telemetry.otlp;
+        let protocol = match otlp.protocol {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        };
+        let app_insights = || -> Result<_, TelemetryError> {
+            let connection = config
+                .telemetry
+                .applicationinsights
+                .connection_string
+                .as_deref()
+                .unwrap_or_default();
+            let ca_file = config.telemetry.applicationinsights.ca_file.as_deref();
+            let client = otlp::HttpExportClient::new(ca_file, otlp.timeout.0)?;
+            opentelemetry_application_insights::Exporter::new_from_connection_string(
+                connection, client,
+            )
+            .map_err(|e| TelemetryError::Exporter(format!("Application Insights: {e}")))
+        };
+        let mut builder = Telemetry::configured(config, stats.clone());
         for kind in config.exporters() {
             builder = match kind {
                 ExporterKind::Otlp => {
-                    let otlp = &config.telemetry.otlp;
-                    let protocol = match otlp.protocol {
-                        OtlpProtocol::Grpc => "grpc",
-                        OtlpProtocol::HttpProtobuf => "http/protobuf",
-                    };
                     builder = builder.exporter(
                         "otlp",
                         format!("OTLP {protocol} to {}", otlp.traces_url()),
@@ -187,6 +254,20 @@ impl Telemetry {
                             "otlp-logs",
                             format!("OTLP {protocol} events to {}", otlp.logs_url()),
                             otlp::log_exporter(otlp)?,
+                            events::Form::Structured,
+                        );
+                    }
+                    builder
+                }
+                ExporterKind::ApplicationInsights => {
+                    builder =
+                        builder.exporter("appinsights", "Application Insights", app_insights()?);
+                    if events {
+                        builder = builder.event_exporter(
+                            "appinsights-logs",
+                            "Application Insights events",
+                            app_insights()?,
+                            events::Form::Text,
                         );
                     }
                     builder
@@ -202,6 +283,7 @@ impl Telemetry {
                             "console-events",
                             "console events (stdout)",
                             console::ConsoleExporter::stdout(),
+                            events::Form::Structured,
                         );
                     }
                     builder
@@ -209,39 +291,150 @@ impl Telemetry {
                 ExporterKind::None => builder,
             };
         }
+        let m = &config.telemetry.metrics;
+        let temporality = match m.temporality {
+            crate::config::Temporality::Cumulative => {
+                opentelemetry_sdk::metrics::Temporality::Cumulative
+            }
+            crate::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
+            crate::config::Temporality::LowMemory => {
+                opentelemetry_sdk::metrics::Temporality::LowMemory
+            }
+        };
+        let timeout = config.telemetry.batch.export_timeout.0;
+        for kind in config.metric_exporters() {
+            builder = match kind {
+                ExporterKind::Otlp => builder.metric_exporter(
+                    metrics::Destination::new(
+                        "otlp-metrics",
+                        otlp::metric_exporter(otlp, temporality)?,
+                        temporality,
+                        m.interval.0,
+                        timeout,
+                        stats.clone(),
+                    ),
+                    format!("OTLP {protocol} metrics to {}", otlp.metrics_url()),
+                ),
+                ExporterKind::ApplicationInsights => {
+                    let exporter = app_insights()?;
+                    // Application Insights takes delta temporality only.
+                    let delta =
+                        opentelemetry_sdk::metrics::exporter::PushMetricExporter::temporality(
+                            &exporter,
+                        );
+                    builder.metric_exporter(
+                        metrics::Destination::new(
+                            "appinsights-metrics",
+                            exporter,
+                            delta,
+                            m.interval.0,
+                            timeout,
+                            stats.clone(),
+                        ),
+                        "Application Insights metrics",
+                    )
+                }
+                // A metric dump on stdout every interval helps nobody; spans are there.
+                ExporterKind::Console | ExporterKind::None => builder,
+            };
+        }
         Ok(builder.build())
+    }
+
+    /// Where the proxy span of a request arriving with `headers` sits: the app's trace when
+    /// it sent a valid `traceparent`, a new one otherwise; and whether it is sampled.
+    pub fn begin_trace(&self, headers: &http::HeaderMap, operation: &str) -> TraceStart {
+        let inner = &*self.inner;
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let parent = text("traceparent").and_then(context::parse_traceparent);
+        let trace_state = text("tracestate")
+            .and_then(|v| v.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let trace_id = parent.map_or_else(|| inner.ids.new_trace_id(), |p| p.trace_id);
+        let parent_context = parent.map(|p| {
+            let flags = if p.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            Context::new().with_remote_span_context(SpanContext::new(
+                p.trace_id,
+                p.span_id,
+                flags,
+                true,
+                trace_state.clone(),
+            ))
+        });
+        let decision = inner.sampler.should_sample(
+            parent_context.as_ref(),
+            trace_id,
+            operation,
+            &SpanKind::Client,
+            &[],
+            &[],
+        );
+        TraceStart {
+            trace_id,
+            span_id: inner.ids.new_span_id(),
+            parent: parent.map(|p| p.span_id),
+            sampled: decision.decision == SamplingDecision::RecordAndSample,
+            trace_state: decision.trace_state,
+        }
     }
 
     pub fn destinations(&self) -> &[String] {
         &self.inner.destinations
     }
 
-    /// Builds the exchange's span (and event) and offers them to every destination. Never waits.
+    /// `(exporter, signal, items queued)` for every export queue.
+    pub fn queue_depths(&self) -> Vec<(&'static str, &'static str, usize)> {
+        let spans = self
+            .inner
+            .spans
+            .iter()
+            .map(|p| (p.name(), "spans", p.depth()));
+        let events = self
+            .inner
+            .events
+            .iter()
+            .map(|(_, p)| (p.name(), "events", p.depth()));
+        spans.chain(events).collect()
+    }
+
+    /// Records the exchange's metrics, and its span (when sampled) and event (when content is
+    /// captured as events), offering each to every destination. Never waits.
     pub fn record(&self, exchange: &Exchange) {
         let inner = &*self.inner;
-        let trace_id = inner.ids.new_trace_id();
-        let span_id = inner.ids.new_span_id();
-        if let Some((last, rest)) = inner.spans.split_last() {
-            let data = span::build(exchange, trace_id, span_id, &inner.scope, inner.content);
+        if let Some(metrics) = &inner.metrics {
+            metrics.record(exchange);
+        }
+        if !exchange.trace.sampled {
+            Stats::incr(&inner.stats.spans_sampled_out);
+        } else if let Some((last, rest)) = inner.spans.split_last() {
+            let data = span::build(exchange, &inner.scope, inner.content);
             for p in rest {
                 p.offer(data.clone());
             }
             last.offer(data);
         }
-        if inner.content.on_event
-            && let Some((last, rest)) = inner.events.split_last()
-            && let Some(record) = events::build(
-                &inner.logger,
-                exchange,
-                trace_id,
-                span_id,
-                inner.content.max_bytes,
-            )
-        {
-            for p in rest {
-                p.offer(record.clone());
+        if inner.content.on_event && exchange.content.is_some() {
+            // Each form is built once, whatever the number of destinations taking it.
+            let mut built: Vec<(events::Form, SdkLogRecord)> = Vec::new();
+            for (form, pipeline) in &inner.events {
+                let record = match built.iter().find(|(f, _)| f == form) {
+                    Some((_, r)) => r.clone(),
+                    None => {
+                        let Some(r) =
+                            events::build(&inner.logger, exchange, inner.content.max_bytes, *form)
+                        else {
+                            continue;
+                        };
+                        built.push((*form, r.clone()));
+                        r
+                    }
+                };
+                pipeline.offer(record);
             }
-            last.offer(record);
         }
     }
 
@@ -250,8 +443,11 @@ impl Telemetry {
         for p in &self.inner.spans {
             p.flush().await;
         }
-        for p in &self.inner.events {
+        for (_, p) in &self.inner.events {
             p.flush().await;
+        }
+        if let Some(m) = &self.inner.metrics {
+            m.flush().await;
         }
     }
 
@@ -261,8 +457,11 @@ impl Telemetry {
             for p in &self.inner.spans {
                 p.shutdown().await;
             }
-            for p in &self.inner.events {
+            for (_, p) in &self.inner.events {
                 p.shutdown().await;
+            }
+            if let Some(m) = &self.inner.metrics {
+                m.shutdown().await;
             }
         };
         if tokio::time::timeout(deadline, all).await.is_err() {
@@ -292,6 +491,21 @@ pub fn resource(config: &Config) -> Resource {
         )
         .with_service_name(name)
         .build()
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` names; the ratio defaults to 1.
+pub fn sampler(kind: SamplerKind, arg: Option<f64>) -> Sampler {
+    let ratio = arg.unwrap_or(1.0);
+    match kind {
+        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
+        SamplerKind::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerKind::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerKind::ParentbasedTraceIdRatio => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
 }
 
 pub fn content_settings(config: &Config) -> span::ContentSettings {

@@ -21,13 +21,27 @@ use crate::config::{OtlpConfig, OtlpProtocol};
 /// Answers larger than this from a collector are not read (they are never expected).
 const MAX_RESPONSE: usize = 4 << 20;
 
+/// The HTTP client of every HTTP exporter (OTLP/HTTP, Application Insights): ours, on the
+/// Tokio runtime the export tasks run on, with the same TLS roots as the upstream client.
 #[derive(Debug, Clone)]
-pub struct OtlpHttpClient {
+pub struct HttpExportClient {
     client: Client<Connector, Full<Bytes>>,
 }
 
+impl HttpExportClient {
+    pub fn new(
+        ca_file: Option<&std::path::Path>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, TelemetryError> {
+        let connector = client::connector(ca_file, timeout)?;
+        Ok(HttpExportClient {
+            client: client::pooled(connector, std::time::Duration::from_secs(90)),
+        })
+    }
+}
+
 #[async_trait]
-impl HttpClient for OtlpHttpClient {
+impl HttpClient for HttpExportClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
         let response = self
@@ -46,16 +60,16 @@ fn http_setup<B: WithExportConfig + WithHttpConfig>(
     cfg: &OtlpConfig,
     url: String,
 ) -> Result<B, TelemetryError> {
-    let connector = client::connector(cfg.ca_file.as_deref(), cfg.timeout.0)?;
     let headers: HashMap<String, String> = cfg
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(builder
-        .with_http_client(OtlpHttpClient {
-            client: client::pooled(connector, std::time::Duration::from_secs(90)),
-        })
+        .with_http_client(HttpExportClient::new(
+            cfg.ca_file.as_deref(),
+            cfg.timeout.0,
+        )?)
         .with_endpoint(url)
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(cfg.timeout.0)
@@ -119,5 +133,20 @@ pub fn log_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::LogExporter,
             built(http_setup(builder.with_http(), cfg, cfg.logs_url())?.build())
         }
         OtlpProtocol::Grpc => built(grpc_setup(builder.with_tonic(), cfg, cfg.logs_url())?.build()),
+    }
+}
+
+pub fn metric_exporter(
+    cfg: &OtlpConfig,
+    temporality: opentelemetry_sdk::metrics::Temporality,
+) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    let builder = opentelemetry_otlp::MetricExporter::builder().with_temporality(temporality);
+    match cfg.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            built(http_setup(builder.with_http(), cfg, cfg.metrics_url())?.build())
+        }
+        OtlpProtocol::Grpc => {
+            built(grpc_setup(builder.with_tonic(), cfg, cfg.metrics_url())?.build())
+        }
     }
 }

@@ -167,6 +167,15 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Items waiting in the queue now.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Exports everything queued so far; returns when the exporter has answered for it.
     pub async fn flush(&self) {
         self.call(Message::Flush).await;

@@ -73,3 +73,31 @@ pub const GENAI_TAP_UPSTREAM_APIM_REQUEST_ID: &str = "genai_tap.upstream.apim_re
 pub const GENAI_TAP_UPSTREAM_REGION: &str = "genai_tap.upstream.region";
 /// The proxy asked for the stream's usage on the client's behalf (and hid it from the client).
 pub const GENAI_TAP_USAGE_INJECTED: &str = "genai_tap.usage.injected";
+
+// Metrics, v1.41 names.
+pub const GEN_AI_CLIENT_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+pub const GEN_AI_CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+pub const GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK: &str =
+    "gen_ai.client.operation.time_to_first_chunk";
+pub const GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK: &str =
+    "gen_ai.client.operation.time_per_output_chunk";
+pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+
+// Metrics, the GenAI repository's unreleased names (behind `telemetry.semconv = "latest"`).
+pub const GEN_AI_CLIENT_INFERENCE_DURATION: &str = "gen_ai.client.inference.duration";
+pub const GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK: &str =
+    "gen_ai.client.inference.time_to_first_chunk";
+pub const GEN_AI_CLIENT_INFERENCE_TIME_PER_OUTPUT_CHUNK: &str =
+    "gen_ai.client.inference.time_per_output_chunk";
+pub const GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS: &str =
+    "gen_ai.client.inference.usage.input_tokens";
+pub const GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS: &str =
+    "gen_ai.client.inference.usage.output_tokens";
+
+/// The time the proxy added to a request, the upstream's time excluded.
+pub const GENAI_TAP_PROXY_OVERHEAD: &str = "genai_tap.proxy.overhead";
+/// Rate-limit headroom from the upstream's response headers.
+pub const GENAI_TAP_RATELIMIT_REMAINING_TOKENS: &str =
+    "genai_tap.upstream.ratelimit.remaining_tokens";
+pub const GENAI_TAP_RATELIMIT_REMAINING_REQUESTS: &str =
+    "genai_tap.upstream.ratelimit.remaining_requests";

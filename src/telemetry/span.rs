@@ -7,9 +7,7 @@
 
 use std::borrow::Cow;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
@@ -111,6 +109,9 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     }
     if ex.usage_injected {
         attrs.push(KeyValue::new(GENAI_TAP_USAGE_INJECTED, true));
+    }
+    for (key, value) in &ex.baggage {
+        attrs.push(KeyValue::new(key.clone(), value.clone()));
     }
     // Allowlisted request headers: string[] per the HTTP conventions, values joined by name.
     let mut headers: Vec<(&str, Vec<String>)> = Vec::new();
@@ -310,14 +311,8 @@ pub fn status(ex: &Exchange) -> Status {
     Status::error(description)
 }
 
-/// The complete span for an exchange.
-pub fn build(
-    ex: &Exchange,
-    trace_id: TraceId,
-    span_id: SpanId,
-    scope: &InstrumentationScope,
-    content: ContentSettings,
-) -> SpanData {
+/// The complete span for an exchange, with the ids fixed when its request arrived.
+pub fn build(ex: &Exchange, scope: &InstrumentationScope, content: ContentSettings) -> SpanData {
     let mut attributes = start_attributes(ex);
     facts_attributes(ex, &mut attributes);
     if content.on_span
@@ -327,14 +322,14 @@ pub fn build(
     }
     SpanData {
         span_context: SpanContext::new(
-            trace_id,
-            span_id,
+            ex.trace.trace_id,
+            ex.trace.span_id,
             TraceFlags::SAMPLED,
             false,
-            TraceState::default(),
+            ex.trace.trace_state.clone(),
         ),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
+        parent_span_id: ex.trace.parent.unwrap_or(SpanId::INVALID),
+        parent_span_is_remote: ex.trace.parent.is_some(),
         span_kind: SpanKind::Client,
         name: name(ex),
         start_time: ex.start,
@@ -396,13 +391,7 @@ mod tests {
     }
 
     fn build_with(ex: &Exchange, content: ContentSettings) -> SpanData {
-        build(
-            ex,
-            TraceId::from(1),
-            SpanId::from(2),
-            &InstrumentationScope::builder("test").build(),
-            content,
-        )
+        build(ex, &InstrumentationScope::builder("test").build(), content)
     }
 
     fn build_one(ex: &Exchange) -> SpanData {

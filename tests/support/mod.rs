@@ -237,6 +237,28 @@ impl Proxy {
         let telemetry = Telemetry::configured(&config, stats.clone())
             .exporter("memory", "memory", spans.clone())
             .build();
+        Proxy::serve(config, telemetry, stats, spans).await
+    }
+
+    /// The proxy with the exporters its configuration names (OTLP, Application Insights...).
+    pub async fn start_configured(
+        upstream_url: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> Proxy {
+        let mut config = Config::default();
+        config.upstream.url = Some(upstream_url.to_owned());
+        configure(&mut config);
+        let stats = Arc::new(Stats::default());
+        let telemetry = Telemetry::from_config(&config, stats.clone()).unwrap();
+        Proxy::serve(config, telemetry, stats, MemoryExporter::default()).await
+    }
+
+    async fn serve(
+        config: Config,
+        telemetry: Telemetry,
+        stats: Arc<Stats>,
+        spans: MemoryExporter,
+    ) -> Proxy {
         let app = App::new(&config, telemetry, stats).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -275,6 +297,13 @@ impl Proxy {
         let mut spans = self.spans().await;
         assert_eq!(spans.len(), 1, "exactly one span: {spans:#?}");
         spans.remove(0)
+    }
+
+    /// Signals shutdown without waiting for the drain.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     pub async fn stop(mut self) {

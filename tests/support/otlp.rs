@@ -19,17 +19,22 @@ use hyper_util::server::conn::auto;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
 
 const GRPC_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const GRPC_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+const GRPC_METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -51,6 +56,7 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     raw: Arc<Mutex<Vec<Bytes>>>,
 }
 
@@ -58,6 +64,7 @@ pub struct OtlpReceiver {
 struct Records {
     traces: Arc<Mutex<Vec<Received>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     /// Every request body as received, to search exported bytes for what must not be there.
     raw: Arc<Mutex<Vec<Bytes>>>,
 }
@@ -109,8 +116,25 @@ impl OtlpReceiver {
             addr,
             received: records.traces,
             logs: records.logs,
+            metrics: records.metrics,
             raw: records.raw,
         }
+    }
+
+    /// The latest export of each metric, by name.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut latest: Vec<Metric> = Vec::new();
+        for request in self.metrics.lock().unwrap().iter() {
+            for rm in &request.resource_metrics {
+                for sm in &rm.scope_metrics {
+                    for m in &sm.metrics {
+                        latest.retain(|l| l.name != m.name);
+                        latest.push(m.clone());
+                    }
+                }
+            }
+        }
+        latest
     }
 
     /// Every byte every exporter sent, concatenated.
@@ -217,6 +241,24 @@ async fn handle(req: Request<Incoming>, records: &Records) -> Response<GrpcBody>
             });
             grpc_answer(ExportTraceServiceResponse::default().encode_to_vec())
         }
+        GRPC_METRICS if body.len() >= 5 => {
+            let request = ExportMetricsServiceRequest::decode(body.slice(5..)).unwrap();
+            records.metrics.lock().unwrap().push(request);
+            grpc_answer(ExportMetricsServiceResponse::default().encode_to_vec())
+        }
+        "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
+            Ok(request) => {
+                records.metrics.lock().unwrap().push(request);
+                plain(
+                    StatusCode::OK,
+                    ExportMetricsServiceResponse::default()
+                        .encode_to_vec()
+                        .into(),
+                    "application/x-protobuf",
+                )
+            }
+            Err(_) => plain(StatusCode::BAD_REQUEST, Bytes::new(), "text/plain"),
+        },
         GRPC_LOGS if body.len() >= 5 => {
             let request = ExportLogsServiceRequest::decode(body.slice(5..)).unwrap();
             records.logs.lock().unwrap().push(request);

@@ -23,6 +23,7 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub stderr: mpsc::Receiver<String>,
 }
 
@@ -43,6 +44,8 @@ pub fn run(upstream: &str, env: &[(&str, &str)]) -> Running {
 pub fn run_with(args: &[&str], upstream: &str, env: &[(&str, &str)], stdout: Stdio) -> Running {
     let mut env = env.to_vec();
     env.push(("GENAI_TAP_LOG__FORMAT", "json"));
+    // Several binaries run at once: none may hold the default admin port.
+    env.push(("GENAI_TAP_ADMIN__LISTEN", "127.0.0.1:0"));
     let (tx, stderr) = mpsc::channel();
     let mut running = Running {
         child: command(
@@ -58,6 +61,7 @@ pub fn run_with(args: &[&str], upstream: &str, env: &[(&str, &str)], stdout: Std
         .spawn()
         .expect("the binary starts"),
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         stderr,
     };
     let pipe = running.child.stderr.take().unwrap();
@@ -77,6 +81,7 @@ pub fn run_with(args: &[&str], upstream: &str, env: &[(&str, &str)], stdout: Std
         };
         if json["fields"]["message"] == "genai-tap ready" {
             running.addr = json["fields"]["listen"].as_str().unwrap().parse().unwrap();
+            running.admin = json["fields"]["admin"].as_str().unwrap().parse().unwrap();
             return running;
         }
     }
