@@ -19,6 +19,7 @@ use crate::redact::Redactor;
 use crate::server::{self, ServerSettings};
 use crate::stats::Stats;
 use crate::telemetry::Telemetry;
+use crate::tls::{self, CertFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -83,6 +84,8 @@ pub struct App {
     /// True while serving; false from the moment draining starts.
     pub ready: Arc<AtomicBool>,
     settings: ServerSettings,
+    /// The listener speaks TLS with this, when configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl App {
@@ -101,13 +104,52 @@ impl App {
             privacy(config, &stats)?,
             stats.clone(),
         );
-        let proxy = Proxy::new(config, router, observer, stats.clone())?;
+        let interval = config.server.reload_interval.0;
+        let client_cert = match (
+            &config.upstream.client_cert_file,
+            &config.upstream.client_key_file,
+        ) {
+            (Some(cert), Some(key)) => {
+                let certs =
+                    CertFiles::load("upstream client certificate", cert.clone(), key.clone())
+                        .map_err(|message| ConfigError::Invalid {
+                            key: "upstream.client_cert_file".into(),
+                            message,
+                        })?;
+                certs.spawn_reloader(interval, stats.clone());
+                Some(certs)
+            }
+            _ => None,
+        };
+        for credential in router.credentials() {
+            credential.spawn_reloader(interval, stats.clone());
+        }
+        let tls = match &config.server.tls {
+            Some(t) => {
+                let certs = CertFiles::load(
+                    "listener certificate",
+                    t.cert_file.clone(),
+                    t.key_file.clone(),
+                )
+                .map_err(|message| ConfigError::Invalid {
+                    key: "server.tls.cert_file".into(),
+                    message,
+                })?;
+                certs.spawn_reloader(interval, stats.clone());
+                Some(Arc::new(
+                    tls::server_config(certs).map_err(crate::client::ClientError::from)?,
+                ))
+            }
+            None => None,
+        };
+        let proxy = Proxy::new(config, router, observer, client_cert, stats.clone())?;
         Ok(App {
             proxy: Arc::new(proxy),
             telemetry,
             stats,
             ready: Arc::default(),
             settings: ServerSettings::from(config),
+            tls,
         })
     }
 
@@ -130,8 +172,20 @@ impl App {
             shutdown.await;
             ready.store(false, Ordering::Release);
         };
-        server::serve(listener, self.proxy.clone(), self.settings, draining).await;
+        server::serve(
+            listener,
+            self.tls.clone(),
+            self.proxy.clone(),
+            self.settings,
+            draining,
+        )
+        .await;
         self.proxy.observer().settled().await;
+    }
+
+    /// Whether the proxy port speaks TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// What the admin endpoints report on.

@@ -16,6 +16,8 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::tls::CertFiles;
+
 pub type Connector = HttpsConnector<HttpConnector>;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +44,11 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientE
     Ok(certs)
 }
 
-/// An https-or-http connector offering HTTP/2 and HTTP/1.1 by ALPN.
+/// An https-or-http connector offering HTTP/2 and HTTP/1.1 by ALPN, presenting
+/// `client_cert` to servers that ask for one.
 pub fn connector(
     ca_file: Option<&Path>,
+    client_cert: Option<CertFiles>,
     connect_timeout: Duration,
 ) -> Result<Connector, ClientError> {
     let mut roots = RootCertStore::empty();
@@ -61,8 +65,11 @@ pub fn connector(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let tls = match client_cert {
+        Some(certs) => tls.with_client_cert_resolver(Arc::new(certs)),
+        None => tls.with_no_client_auth(),
+    };
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);

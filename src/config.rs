@@ -86,6 +86,13 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Dur,
     /// Token usage for streams whose client did not ask for it.
     pub stream_usage: StreamUsage,
+    /// PEM client certificate (chain) presented to upstreams that ask for one (mutual TLS);
+    /// reloaded when it changes. Needs `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// A credential the proxy adds for this upstream, so the app needs no key.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for UpstreamConfig {
@@ -98,6 +105,9 @@ impl Default for UpstreamConfig {
             response_timeout: Dur::secs(600),
             pool_idle_timeout: Dur::secs(90),
             stream_usage: StreamUsage::Inject,
+            client_cert_file: None,
+            client_key_file: None,
+            auth: None,
         }
     }
 }
@@ -127,6 +137,37 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     #[serde(default)]
     pub stream_usage: Option<StreamUsage>,
+    /// This route's own credential; never inherited from `[upstream.auth]`, so a key cannot
+    /// reach a host it was not configured for.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// An upstream credential added by the proxy (see `proxy::credential`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `api-key` or `authorization` (sent as `Bearer <key>`); by default `api-key` for Azure
+    /// endpoints and `authorization` for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<AuthHeader>,
+    /// The key itself, best from a Secret through `GENAI_TAP_UPSTREAM__AUTH__KEY`; masked by
+    /// `check-config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A file holding the key (a mounted Secret), read again whenever it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Also replace a credential the client sent (for SDKs that insist on a placeholder key).
+    /// Off: the key is added only to requests that carry no `authorization` or `api-key`.
+    pub replace: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthHeader {
+    ApiKey,
+    Authorization,
 }
 
 fn yes() -> bool {
@@ -514,8 +555,23 @@ impl Default for LimitsConfig {
 pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
     pub drain_timeout: Dur,
-    /// How long a client may take to send its request headers (HTTP/1).
+    /// How long a client may take to send its request headers (HTTP/1), and to finish a
+    /// TLS handshake.
     pub header_read_timeout: Dur,
+    /// Serve TLS instead of cleartext (a shared gateway rather than a sidecar).
+    pub tls: Option<ListenerTls>,
+    /// How often credential and certificate files are checked for changes.
+    pub reload_interval: Dur,
+}
+
+/// The listener's certificate, reloaded when either file changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -523,6 +579,8 @@ impl Default for ServerConfig {
         ServerConfig {
             drain_timeout: Dur::secs(25),
             header_read_timeout: Dur::secs(30),
+            tls: None,
+            reload_interval: Dur::secs(10),
         }
     }
 }
@@ -908,6 +966,27 @@ impl Config {
                 format!("{h:?} is not a header name"),
             ));
         }
+        match (
+            &self.upstream.client_cert_file,
+            &self.upstream.client_key_file,
+        ) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "upstream.client_key_file",
+                    "client_cert_file needs its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "upstream.client_cert_file",
+                    "client_key_file needs its certificate",
+                ));
+            }
+            _ => {}
+        }
+        if self.server.reload_interval.0.is_zero() {
+            return Err(invalid("server.reload_interval", "must be above zero"));
+        }
         if self.limits.observer_queue == 0 {
             return Err(invalid("limits.observer_queue", "must be at least 1"));
         }
@@ -992,6 +1071,13 @@ impl Config {
         }
         if let Some(url) = &mut shown.upstream.url {
             *url = mask_userinfo(url);
+        }
+        let auths = std::iter::once(&mut shown.upstream.auth)
+            .chain(shown.routes.iter_mut().map(|r| &mut r.auth));
+        for auth in auths.flatten() {
+            if let Some(key) = &mut auth.key {
+                *key = "****".to_owned();
+            }
         }
         for route in &mut shown.routes {
             route.url = mask_userinfo(&route.url);

@@ -3,9 +3,12 @@
 //!
 //! How a request flows, and the module that owns each step:
 //!
-//! - [`server`]: accepts HTTP/1.1 and h2c connections, drains on shutdown.
+//! - [`server`]: accepts HTTP/1.1 and HTTP/2 connections (cleartext, or TLS with [`tls`]),
+//!   drains on shutdown.
 //! - [`proxy`]: refuses what would make it an open proxy, strips hop-by-hop headers, forwards
-//!   to the configured upstream, answers upstream failures with OpenAI-style 502/504 errors.
+//!   to the configured upstream (adding its credential when configured), answers upstream
+//!   failures with OpenAI-style 502/504 errors. [`reload`] keeps key and certificate files
+//!   current.
 //! - [`tap`]: a body wrapper that passes every frame through and hands a copy to an observer.
 //! - [`observer`]: one task per GenAI exchange, off the forwarding path, folding the copies
 //!   into an [`exchange::Exchange`] with the pure parsers of [`genai`] (and [`codec`] for
@@ -31,7 +34,9 @@ pub mod mock;
 pub mod observer;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod server;
 pub mod stats;
 pub mod tap;
 pub mod telemetry;
+pub mod tls;

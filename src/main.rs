@@ -215,9 +215,17 @@ async fn run(config: Config) -> Result<(), AppError> {
     if capture.starts_with("FULL") {
         tracing::warn!(capture, "message content is exported without redaction");
     }
+    let credentials: Vec<String> = app
+        .proxy
+        .router()
+        .credentials()
+        .map(|c| c.describe())
+        .collect();
     tracing::info!(
         listen = %listen,
+        tls = app.serves_tls(),
         admin = %admin_addr,
+        credentials = %if credentials.is_empty() { "none".to_owned() } else { credentials.join(", ") },
         upstream = %app.proxy.upstream_display(),
         telemetry = %app.telemetry.destinations().join(", "),
         capture,

@@ -1,5 +1,5 @@
-//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 cleartext (prior knowledge)
-//! on the same port, and drains gracefully.
+//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 on the same port (cleartext
+//! with prior knowledge, or TLS with ALPN when configured), and drains gracefully.
 //!
 //! Owns: the accept loop, per-connection protocol settings, and shutdown: stop accepting, let
 //! in-flight requests and streams finish up to a deadline, then close what remains. Takes an
@@ -14,10 +14,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::Proxy;
+use crate::stats::Stats;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
@@ -34,9 +37,11 @@ impl From<&crate::config::Config> for ServerSettings {
     }
 }
 
-/// Serves `proxy` on `listener` until `shutdown` completes, then drains.
+/// Serves `proxy` on `listener` (over TLS when `tls` is set) until `shutdown` completes, then
+/// drains.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -47,26 +52,40 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so the ones still open at the drain deadline can be closed.
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     // Small SSE chunks must leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    let proxy = proxy.clone();
-                    let service = service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
-                    });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                    // Subscribed now, so a shutdown that starts during a TLS handshake still
+                    // reaches this connection.
+                    let watcher = graceful.watcher();
+                    let (builder, proxy) = (builder.clone(), proxy.clone());
+                    let Some(acceptor) = acceptor.clone() else {
+                        connections.spawn(connection(builder, TokioIo::new(stream), proxy, watcher));
+                        continue;
+                    };
+                    let handshake_timeout = settings.header_read_timeout;
+                    connections.spawn(async move {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                connection(builder, TokioIo::new(stream), proxy, watcher).await;
+                            }
+                            Ok(Err(e)) => {
+                                Stats::incr(&proxy.stats().tls_handshake_failures);
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                Stats::incr(&proxy.stats().tls_handshake_failures);
+                                tracing::debug!("TLS handshake timed out");
+                            }
                         }
                     });
                 }
@@ -85,6 +104,30 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("drain deadline passed; closing the remaining connections");
+        tracing::warn!(
+            open = connections.len(),
+            "drain deadline passed; closing the remaining connections"
+        );
+    }
+    // Their exchanges end as cancelled, so observers settle and every span is exported.
+    connections.shutdown().await;
+}
+
+/// Serves one connection's requests until it closes or a drain asks it to finish.
+async fn connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    proxy: Arc<Proxy>,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+    });
+    let conn = builder.serve_connection(io, service).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -90,6 +90,14 @@ counters! {
     events_exported,
     /// Events in batches an exporter failed or timed out on.
     events_failed,
+    /// Requests the proxy added the configured upstream credential to.
+    credentials_added,
+    /// Credential or certificate files reloaded after they changed.
+    reloads,
+    /// Changed credential or certificate files that could not be loaded (the old ones stay).
+    reload_failures,
+    /// Incoming TLS handshakes that failed or timed out.
+    tls_handshake_failures,
 }
 
 impl Stats {

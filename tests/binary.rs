@@ -5,9 +5,15 @@ mod support;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use support::otlp::{OtlpReceiver, int, string, value};
-use support::post_json;
-use support::process::{command, run, terminate};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::process::{command, run, sigterm, terminate, wait};
+use support::{Chunk, LIMIT, Reply, Upstream, client, fixture, post_json, send};
 
 async fn export_over(protocol: &str) {
     let receiver = OtlpReceiver::start().await;
@@ -226,7 +232,10 @@ fn demo_prints_one_json_span_per_genai_request() {
 fn check_config_prints_the_effective_configuration_masked() {
     let out = command(
         &["check-config", "--upstream", "https://api.openai.com"],
-        &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2")],
+        &[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2"),
+            ("GENAI_TAP_UPSTREAM__AUTH__KEY", "sk-canary-7d1e"),
+        ],
     )
     .output()
     .unwrap();
@@ -242,6 +251,12 @@ fn check_config_prints_the_effective_configuration_masked() {
     );
     assert!(stdout.contains("api-key = \"****\""), "{stdout}");
     assert!(!stdout.contains("hunter2"));
+    assert!(
+        stdout.contains("[upstream.auth]\nkey = \"****\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-canary"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("sk-canary"));
 }
 
 #[test]
@@ -263,10 +278,174 @@ fn bad_configuration_stops_start_up_naming_the_key() {
             vec![("GENAI_TAP_UPSTREAM__CA_FILE", "/nonexistent/ca.pem")],
             "/nonexistent/ca.pem",
         ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![("GENAI_TAP_UPSTREAM__AUTH__KEY_FILE", "/nonexistent/key")],
+            "upstream.auth.key_file",
+        ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![("GENAI_TAP_UPSTREAM__AUTH__HEADER", "x-key")],
+            "upstream.auth.header",
+        ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![("GENAI_TAP_SERVER__TLS__CERT_FILE", "/nonexistent/tls.crt")],
+            "server.tls",
+        ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![
+                ("GENAI_TAP_SERVER__TLS__CERT_FILE", "/nonexistent/tls.crt"),
+                ("GENAI_TAP_SERVER__TLS__KEY_FILE", "/nonexistent/tls.key"),
+            ],
+            "server.tls.cert_file",
+        ),
+        (
+            vec!["check-config", "--upstream", "http://127.0.0.1:1"],
+            vec![("GENAI_TAP_UPSTREAM__CLIENT_CERT_FILE", "/x.crt")],
+            "upstream.client_key_file",
+        ),
     ] {
         let out = command(&args, &env).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(key), "{args:?}: {stderr}");
     }
+}
+
+/// Polls `/readyz` on the admin port until it answers `want` (bounded by [`LIMIT`]).
+async fn readiness_becomes(admin: std::net::SocketAddr, want: StatusCode) -> StatusCode {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let answer = send(
+            Method::GET,
+            &format!("http://{admin}/readyz"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        if answer.status == want || Instant::now() > deadline {
+            return answer.status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_stream_finish_then_exports_its_span_and_exits_0() {
+    let receiver = OtlpReceiver::start().await;
+    let (reply, chunks) = Reply::sse_stream();
+    let reply = Mutex::new(Some(reply));
+    let upstream = Upstream::start(move |_| reply.lock().unwrap().take().unwrap()).await;
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut running = run(
+        &upstream.url(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            // Only the flush on exit can deliver the span.
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    );
+    assert_eq!(
+        readiness_becomes(running.admin, StatusCode::OK).await,
+        StatusCode::OK
+    );
+    let stream = fixture("chat_stream_usage.sse");
+    let split = memchr::memmem::find(&stream, b"\n\n").unwrap() + 2;
+    chunks
+        .send(Chunk::Data(stream.slice(..split)))
+        .await
+        .unwrap();
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", running.addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+        )))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, stream.slice(..split));
+
+    sigterm(&running.child);
+    assert_eq!(
+        readiness_becomes(running.admin, StatusCode::SERVICE_UNAVAILABLE).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready as soon as draining starts"
+    );
+    // New connections are no longer accepted.
+    let deadline = Instant::now() + LIMIT;
+    while tokio::net::TcpStream::connect(running.addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the listener closes");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The open stream carries on to its end.
+    chunks
+        .send(Chunk::Data(stream.slice(split..)))
+        .await
+        .unwrap();
+    drop(chunks);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(
+        rest,
+        stream.slice(split..),
+        "the stream completed unchanged"
+    );
+    assert!(wait(&mut running.child).success(), "exit 0");
+
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0].span;
+    assert_eq!(span.name, "chat gpt-4o-mini");
+    assert_eq!(string(&span.attributes, "error.type"), None);
+    assert_eq!(int(&span.attributes, "gen_ai.usage.output_tokens"), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_open_at_the_drain_deadline_is_closed_and_its_span_still_exported() {
+    let receiver = OtlpReceiver::start().await;
+    let (reply, chunks) = Reply::sse_stream();
+    let reply = Mutex::new(Some(reply));
+    let upstream = Upstream::start(move |_| reply.lock().unwrap().take().unwrap()).await;
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut running = run(
+        &upstream.url(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+            ("GENAI_TAP_SERVER__DRAIN_TIMEOUT", "300ms"),
+        ],
+    );
+    chunks
+        .send(Chunk::Data(Bytes::from_static(b"data: {\"id\":\"x\"}\n\n")))
+        .await
+        .unwrap();
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", running.addr))
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        )))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+
+    // The upstream never ends the stream: the deadline decides when the process stops
+    // (`terminate` fails the test if that takes longer than LIMIT).
+    assert!(terminate(&mut running.child).success(), "exit 0");
+    let ended = body.collect().await;
+    assert!(
+        ended.is_err(),
+        "the client sees the stream cut, not a clean end"
+    );
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(
+        string(&spans[0].span.attributes, "error.type").as_deref(),
+        Some("cancelled")
+    );
+    drop(chunks);
 }

@@ -115,6 +115,7 @@ async fn official_python_sdk_gets_the_same_results_through_the_proxy() {
             provider: Some("azure.ai.openai".into()),
             strip_prefix: true,
             stream_usage: None,
+            auth: None,
         }];
     })
     .await;

@@ -367,6 +367,7 @@ async fn routes_send_each_prefix_to_its_upstream_and_only_there() {
                 provider: Some("azure.ai.openai".into()),
                 strip_prefix: true,
                 stream_usage: None,
+                auth: None,
             },
             RouteConfig {
                 prefix: "/other".into(),
@@ -374,6 +375,7 @@ async fn routes_send_each_prefix_to_its_upstream_and_only_there() {
                 provider: None,
                 strip_prefix: true,
                 stream_usage: None,
+                auth: None,
             },
         ];
     })

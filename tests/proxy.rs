@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use genai_tap::config::{AuthConfig, AuthHeader, Dur, ListenerTls};
 use genai_tap::telemetry::semconv::*;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -589,4 +590,297 @@ async fn a_request_body_over_the_observation_limit_is_forwarded_whole_and_unobse
             .contains("observation limit")
     );
     proxy.stop().await;
+}
+
+fn auth(key: Option<&str>, key_file: Option<std::path::PathBuf>, replace: bool) -> AuthConfig {
+    AuthConfig {
+        header: None,
+        key: key.map(str::to_owned),
+        key_file,
+        replace,
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("genai-tap-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `contents` to `path` the way Kubernetes updates a mounted Secret: a new file moved
+/// into place.
+fn replace_file(path: &std::path::Path, contents: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[tokio::test]
+async fn the_configured_key_is_added_only_when_the_client_sent_none_and_never_exported() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.auth = Some(auth(Some("sk-canary-5f3a"), None, false));
+        c.capture.mode = genai_tap::config::CaptureMode::On;
+    })
+    .await;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let url = proxy.url(CHAT);
+    send(Method::POST, &url, &[], Bytes::from(body)).await;
+    send(
+        Method::POST,
+        &url,
+        &[("authorization", "Bearer sk-app-own")],
+        Bytes::from(body),
+    )
+    .await;
+
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["authorization"], "Bearer sk-canary-5f3a");
+    assert_eq!(
+        seen[1].headers["authorization"], "Bearer sk-app-own",
+        "the client's own credential wins"
+    );
+    assert!(!seen[1].headers.contains_key("api-key"));
+    let spans = proxy.spans().await;
+    assert_eq!(spans.len(), 2);
+    assert!(
+        !format!("{spans:?}").contains("sk-canary"),
+        "the key is never exported"
+    );
+    assert_eq!(proxy.app.stats.snapshot().credentials_added, 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn replacing_swaps_an_sdk_placeholder_for_the_azure_api_key() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    // The default header follows the provider: Azure endpoints take `api-key`.
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.provider = Some("azure.ai.openai".into());
+        c.upstream.auth = Some(auth(Some("azure-key"), None, true));
+    })
+    .await;
+    send(
+        Method::POST,
+        &proxy.url("/openai/deployments/d1/chat/completions?api-version=2024-10-21"),
+        &[("authorization", "Bearer placeholder")],
+        Bytes::from_static(br#"{"messages":[]}"#),
+    )
+    .await;
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.headers["api-key"], "azure-key");
+    assert!(!seen.headers.contains_key("authorization"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_file_is_used_without_a_restart() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let path = temp_dir("key-rotation").join("api-key");
+    std::fs::write(&path, "key-one\n").unwrap();
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.auth = Some(AuthConfig {
+            header: Some(AuthHeader::ApiKey),
+            ..auth(None, Some(path.clone()), false)
+        });
+        c.server.reload_interval = Dur(Duration::from_millis(20));
+    })
+    .await;
+    let url = proxy.url("/v1/models");
+    send(Method::GET, &url, &[], Bytes::new()).await;
+    replace_file(&path, b"key-two\n");
+    let mut last = String::new();
+    for _ in 0..250 {
+        send(Method::GET, &url, &[], Bytes::new()).await;
+        last = upstream.seen().last().unwrap().headers["api-key"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if last == "key-two" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.seen()[0].headers["api-key"], "key-one");
+    assert_eq!(last, "key-two", "the new key is picked up");
+    // A broken rotation (an empty file) keeps the last good key.
+    replace_file(&path, b"");
+    while proxy.app.stats.snapshot().reload_failures == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send(Method::GET, &url, &[], Bytes::new()).await;
+    assert_eq!(
+        upstream.seen().last().unwrap().headers["api-key"],
+        "key-two"
+    );
+    proxy.stop().await;
+}
+
+/// A TLS client trusting the fixture CA; returns the leaf certificate the server presented and
+/// the protocol negotiated by ALPN.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_file_iter(tls_fixture("ca.pem")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (stream, leaf)
+}
+
+fn pem_der(name: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(tls_fixture(name))
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn the_tls_listener_serves_http1_and_http2_and_picks_up_a_renewed_certificate() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let dir = temp_dir("listener-tls");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::copy(tls_fixture("server.pem"), &cert).unwrap();
+    std::fs::copy(tls_fixture("server.key"), &key).unwrap();
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.server.tls = Some(ListenerTls {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        });
+        c.server.reload_interval = Dur(Duration::from_millis(20));
+    })
+    .await;
+
+    for (alpn, version) in [
+        (b"http/1.1".as_slice(), http::Version::HTTP_11),
+        (b"h2".as_slice(), http::Version::HTTP_2),
+    ] {
+        let (stream, leaf) = tls_connect(proxy.addr, &[alpn]).await;
+        assert_eq!(leaf, pem_der("server.pem"));
+        let io = hyper_util::rt::TokioIo::new(stream);
+        // HTTP/2 names the authority in the request; HTTP/1 sends a path and a host header.
+        let uri = if version == http::Version::HTTP_2 {
+            format!("https://localhost{CHAT}")
+        } else {
+            CHAT.to_owned()
+        };
+        let request = http::Request::post(uri)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                br#"{"model":"m","messages":[]}"#,
+            )))
+            .unwrap();
+        let response = if version == http::Version::HTTP_2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request).await.unwrap()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request).await.unwrap()
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), version);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, fixture("chat_response.json"));
+    }
+
+    // cert-manager renews: both files change; new connections get the new certificate.
+    replace_file(&key, &std::fs::read(tls_fixture("server2.key")).unwrap());
+    replace_file(&cert, &std::fs::read(tls_fixture("server2.pem")).unwrap());
+    let renewed = pem_der("server2.pem");
+    let mut presented = Vec::new();
+    for _ in 0..250 {
+        presented = tls_connect(proxy.addr, &[b"http/1.1"]).await.1;
+        if presented == renewed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(presented, renewed, "the renewed certificate is served");
+    assert_eq!(proxy.spans().await.len(), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_plaintext_client_on_the_tls_port_is_counted_and_does_not_disturb_others() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.server.tls = Some(ListenerTls {
+            cert_file: tls_fixture("server.pem"),
+            key_file: tls_fixture("server.key"),
+        });
+    })
+    .await;
+    let reply = raw_exchange(proxy.addr, "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(!reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let (_stream, leaf) = tls_connect(proxy.addr, &[b"h2"]).await;
+    assert_eq!(leaf, pem_der("server.pem"));
+    assert_eq!(proxy.app.stats.snapshot().tls_handshake_failures, 1);
+    assert!(upstream.seen().is_empty());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_asking_for_a_client_certificate_gets_the_configured_one() {
+    let upstream =
+        Upstream::start_tls(true, |_| Reply::json(200, fixture("chat_response.json"))).await;
+    let with_cert = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
+        c.upstream.client_cert_file = Some(tls_fixture("client.pem"));
+        c.upstream.client_key_file = Some(tls_fixture("client.key"));
+    })
+    .await;
+    let without = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
+    })
+    .await;
+    let body = r#"{"model":"m","messages":[]}"#;
+    let ok = post_json(&with_cert.url(CHAT), body).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let refused = post_json(&without.url(CHAT), body).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(upstream.seen().len(), 1);
+    with_cert.stop().await;
+    without.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_and_key_files_that_do_not_belong_together_stop_start_up_naming_the_key() {
+    let mut config = genai_tap::config::Config::default();
+    config.upstream.url = Some("http://127.0.0.1:9".into());
+    config.server.tls = Some(ListenerTls {
+        cert_file: tls_fixture("server.pem"),
+        key_file: tls_fixture("server2.key"),
+    });
+    let stats = std::sync::Arc::new(genai_tap::stats::Stats::default());
+    let telemetry = genai_tap::telemetry::Telemetry::configured(&config, stats.clone()).build();
+    let err = genai_tap::app::App::new(&config, telemetry, stats).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("invalid `server.tls.cert_file`"), "{text}");
+    assert!(text.contains("server2.key"), "{text}");
 }

@@ -7,6 +7,7 @@
 //! GenAI requests get a tap; nothing else about them differs. Does not: parse bodies.
 
 pub mod body;
+pub mod credential;
 pub mod hop;
 pub mod route;
 
@@ -29,6 +30,7 @@ use crate::observer::{Observer, Start};
 use crate::stats::Stats;
 use crate::tap::{Ending, RequestBody, Tap, TapBody, TapEvent};
 use crate::telemetry::context;
+use crate::tls::CertFiles;
 pub use body::{ProxyBody, StripBody, UpstreamBody};
 use route::Unroutable;
 pub use route::{Router, Upstream};
@@ -198,10 +200,11 @@ impl Proxy {
         config: &Config,
         router: Router,
         observer: Observer,
+        client_cert: Option<CertFiles>,
         stats: Arc<Stats>,
     ) -> Result<Proxy, ClientError> {
         let u = &config.upstream;
-        let connector = client::connector(u.ca_file.as_deref(), u.connect_timeout.0)?;
+        let connector = client::connector(u.ca_file.as_deref(), client_cert, u.connect_timeout.0)?;
         Ok(Proxy {
             router,
             client: client::pooled(connector, u.pool_idle_timeout.0),
@@ -230,6 +233,10 @@ impl Proxy {
     /// Every upstream, for log lines.
     pub fn upstream_display(&self) -> String {
         self.router.describe().join(", ")
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     pub fn observer(&self) -> &Observer {
@@ -261,6 +268,11 @@ impl Proxy {
         hop::strip(&mut parts.headers);
         // The client named the proxy; the upstream gets its own name (from the URI).
         parts.headers.remove(header::HOST);
+        if let Some(credential) = upstream.credential()
+            && credential.apply(&mut parts.headers)
+        {
+            Stats::incr(&self.stats.credentials_added);
+        }
         parts.uri = routed.uri;
         parts.version = Version::HTTP_11;
 

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::Uri;
 use http::uri::{Authority, Scheme};
 
-use crate::config::{Config, StreamUsage};
+use crate::config::{AuthConfig, Config, StreamUsage};
 use crate::exchange::Target;
 use crate::genai::{inject, provider};
+use crate::proxy::credential::Credential;
 
 /// One upstream endpoint.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Upstream {
     stream_usage: StreamUsage,
     /// Set once the upstream answered that it does not accept `stream_options`.
     injection_rejected: Arc<AtomicBool>,
+    /// The key the proxy adds for this upstream, if configured.
+    credential: Option<Credential>,
 }
 
 impl Upstream {
@@ -78,7 +81,25 @@ impl Upstream {
             authority,
             stream_usage,
             injection_rejected: Arc::default(),
+            credential: None,
         })
+    }
+
+    /// Adds the credential `auth` configures; `key` names it in errors.
+    fn with_auth(
+        mut self,
+        auth: Option<&AuthConfig>,
+        key: &str,
+    ) -> Result<Upstream, (String, String)> {
+        if let Some(auth) = auth {
+            let azure = self.provider_other.starts_with("azure");
+            self.credential = Some(Credential::from_config(auth, key, azure)?);
+        }
+        Ok(self)
+    }
+
+    pub fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
     }
 
     /// Whether to ask this upstream for stream usage the client did not ask for.
@@ -167,7 +188,8 @@ impl Router {
                     config.upstream.provider.as_deref(),
                     config.upstream.stream_usage,
                 )
-                .map_err(|m| ("upstream.url".to_owned(), m))?,
+                .map_err(|m| ("upstream.url".to_owned(), m))?
+                .with_auth(config.upstream.auth.as_ref(), "upstream.auth")?,
             ),
             None => None,
         };
@@ -180,7 +202,8 @@ impl Router {
                     .or(config.upstream.provider.as_deref()),
                 r.stream_usage.unwrap_or(config.upstream.stream_usage),
             )
-            .map_err(|m| (format!("routes[{i}].url"), m))?;
+            .map_err(|m| (format!("routes[{i}].url"), m))?
+            .with_auth(r.auth.as_ref(), &format!("routes[{i}].auth"))?;
             routes.push(Route {
                 prefix: r.prefix.trim_end_matches('/').to_owned(),
                 strip: r.strip_prefix,
@@ -203,6 +226,15 @@ impl Router {
             out.push(format!("* -> {}", d.display()));
         }
         out
+    }
+
+    /// Every upstream's credential, if any (to keep key files current).
+    pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
+        self.routes
+            .iter()
+            .map(|r| &r.upstream)
+            .chain(&self.default)
+            .filter_map(Upstream::credential)
     }
 
     pub fn route(&self, path: &str, query: Option<&str>) -> Result<Routed<'_>, Unroutable> {
@@ -260,6 +292,7 @@ mod tests {
                 provider: None,
                 strip_prefix: *strip,
                 stream_usage: None,
+                auth: None,
             })
             .collect();
         Router::from_config(&config).unwrap()

@@ -33,7 +33,7 @@ impl HttpExportClient {
         ca_file: Option<&std::path::Path>,
         timeout: std::time::Duration,
     ) -> Result<Self, TelemetryError> {
-        let connector = client::connector(ca_file, timeout)?;
+        let connector = client::connector(ca_file, None, timeout)?;
         Ok(HttpExportClient {
             client: client::pooled(connector, std::time::Duration::from_secs(90)),
         })

@@ -98,11 +98,16 @@ pub fn wait(child: &mut Child) -> ExitStatus {
     }
 }
 
-pub fn terminate(child: &mut Child) -> ExitStatus {
+/// Sends SIGTERM, as Kubernetes does, without waiting.
+pub fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+pub fn terminate(child: &mut Child) -> ExitStatus {
+    sigterm(child);
     wait(child)
 }
