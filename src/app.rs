@@ -163,14 +163,19 @@ impl App {
             })
     }
 
-    /// Serves until `shutdown`, then drains connections (not ready from then on) and lets
-    /// in-flight observations finish.
+    /// Serves until `shutdown`; from then on not ready, still accepting for the shutdown
+    /// delay, then drains connections and lets in-flight observations finish.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.ready.store(true, Ordering::Release);
         let ready = self.ready.clone();
+        let delay = self.settings.shutdown_delay;
         let draining = async move {
             shutdown.await;
             ready.store(false, Ordering::Release);
+            if !delay.is_zero() {
+                tracing::info!(?delay, "not ready; still accepting until the drain");
+                tokio::time::sleep(delay).await;
+            }
         };
         server::serve(
             listener,

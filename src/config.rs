@@ -555,6 +555,9 @@ impl Default for LimitsConfig {
 pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
     pub drain_timeout: Dur,
+    /// On SIGTERM/SIGINT, how long to go on accepting requests (while not ready) before the
+    /// drain: for classic sidecars, which are stopped at the same time as the app they serve.
+    pub shutdown_delay: Dur,
     /// How long a client may take to send its request headers (HTTP/1), and to finish a
     /// TLS handshake.
     pub header_read_timeout: Dur,
@@ -578,6 +581,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             drain_timeout: Dur::secs(25),
+            shutdown_delay: Dur::secs(0),
             header_read_timeout: Dur::secs(30),
             tls: None,
             reload_interval: Dur::secs(10),

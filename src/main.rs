@@ -232,12 +232,15 @@ async fn run(config: Config) -> Result<(), AppError> {
         "genai-tap ready"
     );
     app.serve(listener, shutdown_signal()).await;
-    app.shutdown_telemetry(Duration::from_secs(10)).await;
+    app.shutdown_telemetry(FLUSH_DEADLINE).await;
     let _ = admin_stop.send(());
     let _ = admin.await;
     tracing::info!("genai-tap stopped");
     Ok(())
 }
+
+/// How long the final export may take after the drain (the deploy manifests budget for it).
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {

@@ -26,6 +26,7 @@ use crate::stats::Stats;
 pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
 }
 
 impl From<&crate::config::Config> for ServerSettings {
@@ -33,6 +34,7 @@ impl From<&crate::config::Config> for ServerSettings {
         ServerSettings {
             header_read_timeout: c.server.header_read_timeout.0,
             drain_timeout: c.server.drain_timeout.0,
+            shutdown_delay: c.server.shutdown_delay.0,
         }
     }
 }

@@ -523,3 +523,28 @@ async fn admin_endpoints_answer_and_readiness_drops_as_soon_as_draining_starts()
     assert_eq!(get(&format!("{admin}/nope")).await.0, StatusCode::NOT_FOUND);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn during_the_shutdown_delay_new_requests_are_still_served_while_not_ready() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let mut proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.server.shutdown_delay = Dur(Duration::from_millis(300));
+    })
+    .await;
+    proxy.begin_stop();
+    while proxy.app.ready.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Not ready, yet a request arriving now (the app shutting down alongside) is served.
+    let answer = post_json(&proxy.url("/v1/chat/completions"), r#"{"model":"m"}"#).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener closes after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.stop().await;
+}
