@@ -83,6 +83,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Dur,
     /// Time allowed for the upstream's response headers (model calls can think for minutes).
     pub response_timeout: Dur,
+    /// Longest silence allowed in the middle of a response body (a stalled stream); 0: none.
+    pub body_idle_timeout: Dur,
     pub pool_idle_timeout: Dur,
     /// Token usage for streams whose client did not ask for it.
     pub stream_usage: StreamUsage,
@@ -103,6 +105,7 @@ impl Default for UpstreamConfig {
             ca_file: None,
             connect_timeout: Dur::secs(10),
             response_timeout: Dur::secs(600),
+            body_idle_timeout: Dur::secs(600),
             pool_idle_timeout: Dur::secs(90),
             stream_usage: StreamUsage::Inject,
             client_cert_file: None,
@@ -565,6 +568,10 @@ pub struct ServerConfig {
     pub tls: Option<ListenerTls>,
     /// How often credential and certificate files are checked for changes.
     pub reload_interval: Dur,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1 request line and headers, HTTP/2 header list).
+    pub max_header_bytes: ByteSize,
 }
 
 /// The listener's certificate, reloaded when either file changes.
@@ -585,6 +592,8 @@ impl Default for ServerConfig {
             header_read_timeout: Dur::secs(30),
             tls: None,
             reload_interval: Dur::secs(10),
+            max_connections: 4096,
+            max_header_bytes: ByteSize(64 << 10),
         }
     }
 }
@@ -987,6 +996,12 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.max_header_bytes.0 < 8 << 10 {
+            return Err(invalid("server.max_header_bytes", "must be at least 8KiB"));
         }
         if self.server.reload_interval.0.is_zero() {
             return Err(invalid("server.reload_interval", "must be above zero"));

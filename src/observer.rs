@@ -226,6 +226,7 @@ impl Assembly {
                 body: RequestBody::Complete(bytes),
                 usage_injected,
             } => {
+                fault::inject(&bytes);
                 let (facts, issue) = genai::parse_request(self.start.api, &bytes);
                 self.request = facts;
                 self.request_issue = issue;
@@ -584,6 +585,24 @@ async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<TapEvent>) 
     if recorded.is_err() {
         observer_panicked(inner);
     }
+}
+
+/// Faults the reliability tests force from outside (debug builds only; release builds, the
+/// ones shipped and benchmarked, have none of this).
+mod fault {
+    /// A request body carrying this makes its observer panic.
+    #[cfg(debug_assertions)]
+    pub const OBSERVER_PANIC: &[u8] = b"genai-tap-fault:observer-panic";
+
+    #[cfg(debug_assertions)]
+    pub fn inject(request: &[u8]) {
+        if memchr::memmem::find(request, OBSERVER_PANIC).is_some() {
+            panic!("fault injected: observer panic");
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub fn inject(_request: &[u8]) {}
 }
 
 fn observer_panicked(inner: &Inner) {

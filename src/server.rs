@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -24,6 +25,8 @@ use crate::stats::Stats;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
@@ -32,6 +35,8 @@ pub struct ServerSettings {
 impl From<&crate::config::Config> for ServerSettings {
     fn from(c: &crate::config::Config) -> Self {
         ServerSettings {
+            max_connections: c.server.max_connections,
+            max_header_bytes: c.server.max_header_bytes.0,
             header_read_timeout: c.server.header_read_timeout.0,
             drain_timeout: c.server.drain_timeout.0,
             shutdown_delay: c.server.shutdown_delay.0,
@@ -52,8 +57,14 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(settings.header_read_timeout)
+        // Validated to be at least hyper's minimum of 8 KiB.
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     // Every connection's task, so the ones still open at the drain deadline can be closed.
@@ -62,7 +73,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            (slot, accepted) = accept(&listener, &slots, &proxy) => match accepted {
                 Ok((stream, _peer)) => {
                     // Small SSE chunks must leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
@@ -71,7 +82,10 @@ pub async fn serve(
                     let watcher = graceful.watcher();
                     let (builder, proxy) = (builder.clone(), proxy.clone());
                     let Some(acceptor) = acceptor.clone() else {
-                        connections.spawn(connection(builder, TokioIo::new(stream), proxy, watcher));
+                        connections.spawn(async move {
+                            connection(builder, TokioIo::new(stream), proxy, watcher).await;
+                            drop(slot);
+                        });
                         continue;
                     };
                     let handshake_timeout = settings.header_read_timeout;
@@ -89,6 +103,7 @@ pub async fn serve(
                                 tracing::debug!("TLS handshake timed out");
                             }
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -113,6 +128,30 @@ pub async fn serve(
     }
     // Their exchanges end as cancelled, so observers settle and every span is exported.
     connections.shutdown().await;
+}
+
+/// The next connection, once a slot is free (`server.max_connections`).
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    proxy: &Proxy,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) {
+    let slot = match slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            Stats::incr(&proxy.stats().connection_limit_waits);
+            tracing::debug!("connection limit reached; waiting for a connection to close");
+            match slots.clone().acquire_owned().await {
+                Ok(slot) => slot,
+                // Never closed; if it were, serve without a limit rather than stop.
+                Err(_) => return (None, listener.accept().await),
+            }
+        }
+    };
+    (Some(slot), listener.accept().await)
 }
 
 /// Serves one connection's requests until it closes or a drain asks it to finish.

@@ -98,6 +98,8 @@ counters! {
     reload_failures,
     /// Incoming TLS handshakes that failed or timed out.
     tls_handshake_failures,
+    /// Times a new connection had to wait because `server.max_connections` were open.
+    connection_limit_waits,
 }
 
 impl Stats {

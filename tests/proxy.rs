@@ -11,7 +11,6 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanKind, Status};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHAT: &str = "/v1/chat/completions";
 
@@ -484,14 +483,6 @@ async fn end_to_end_headers_pass_both_ways_and_hop_by_hop_ones_do_not() {
     assert!(answer.headers.get("keep-alive").is_none());
     assert_eq!(answer.body, fixture("chat_response.json"));
     proxy.stop().await;
-}
-
-async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

@@ -3,16 +3,21 @@
 //! Owns: [`UpstreamBody`], a request body whose first frames may have been read already (to
 //! observe a GenAI request before forwarding it) followed by the rest of the client's stream;
 //! [`ProxyBody`], a response body that is the upstream's (tapped or not) or the proxy's own
-//! error. Both yield frames exactly as received, with the original size hints.
+//! error. Both yield frames exactly as received, with the original size hints. An upstream
+//! that goes silent in the middle of a response body is cut off by [`IdleTimeout`].
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 use crate::genai::inject::UsageStripper;
 use crate::tap::{RequestBody, TapBody};
@@ -149,15 +154,101 @@ impl Body for UpstreamBody {
     }
 }
 
+/// How a body wrapped in [`IdleTimeout`] fails.
+#[derive(Debug, thiserror::Error)]
+pub enum IdleError<E> {
+    #[error(transparent)]
+    Inner(E),
+    #[error("no data for {0:?} in the middle of a body")]
+    Idle(Duration),
+}
+
+/// Why a response body stopped before its end.
+pub type ResponseBodyError = IdleError<hyper::Error>;
+
+/// The upstream's response body, cut off when it goes silent.
+pub type UpstreamResponse = IdleTimeout<Incoming>;
+
+pin_project! {
+    /// Fails the body when `idle` passes without a frame while it is being waited for (the
+    /// time a slow client takes to read does not count). Zero disables it. Arms one timer per
+    /// silence, not per frame: a frame only clears the start of the wait.
+    #[derive(Debug)]
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        waiting_since: Option<Instant>,
+        timer: Option<Pin<Box<Sleep>>>,
+        timed_out: bool,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            waiting_since: None,
+            timer: None,
+            timed_out: false,
+        }
+    }
+}
+
+impl<B: Body> Body for IdleTimeout<B> {
+    type Data = B::Data;
+    type Error = IdleError<B::Error>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        let this = self.project();
+        if *this.timed_out {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.waiting_since = None;
+            return Poll::Ready(frame.map(|f| f.map_err(IdleError::Inner)));
+        }
+        if this.idle.is_zero() {
+            return Poll::Pending;
+        }
+        let deadline = *this.waiting_since.get_or_insert_with(Instant::now) + *this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // An earlier wait may have armed the timer for an earlier deadline: when it fires,
+        // move it to this wait's deadline.
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                *this.timed_out = true;
+                return Poll::Ready(Some(Err(IdleError::Idle(*this.idle))));
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body on its way to the client.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// An answer of the proxy's own (a refusal or a gateway error).
     Local(Option<Bytes>),
     /// The upstream's body, not observed.
-    Upstream(Incoming),
+    Upstream(UpstreamResponse),
     /// The upstream's body, copied to an observer on the way.
-    Tapped(TapBody<Incoming>),
+    Tapped(TapBody<UpstreamResponse>),
     /// A tapped stream whose usage the proxy asked for, with every trace of that removed.
     Stripped(StripBody),
 }
@@ -166,13 +257,13 @@ pub enum ProxyBody {
 /// inside sees the upstream's stream as it was.
 #[derive(Debug)]
 pub struct StripBody {
-    inner: TapBody<Incoming>,
+    inner: TapBody<UpstreamResponse>,
     stripper: UsageStripper,
     ended: bool,
 }
 
 impl StripBody {
-    pub fn new(inner: TapBody<Incoming>) -> Self {
+    pub fn new(inner: TapBody<UpstreamResponse>) -> Self {
         StripBody {
             inner,
             stripper: UsageStripper::new(1 << 20),
@@ -183,12 +274,12 @@ impl StripBody {
 
 impl Body for StripBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
         if this.ended {
             return Poll::Ready(None);
@@ -228,12 +319,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match self.get_mut() {
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
@@ -261,5 +352,67 @@ impl Body for ProxyBody {
             // Chunks may be removed: the length is not known ahead.
             ProxyBody::Stripped(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::ChannelBody;
+    use tokio::sync::mpsc;
+
+    fn idle_body(idle: Duration) -> (IdleTimeout<ChannelBody>, mpsc::Sender<Bytes>) {
+        let (tx, rx) = mpsc::channel(4);
+        (IdleTimeout::new(ChannelBody(rx), idle), tx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_within_the_idle_time_pass_and_a_longer_silence_fails_once() {
+        let (mut body, tx) = idle_body(Duration::from_secs(10));
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        let sender = tokio::spawn(async move {
+            // Just inside the limit, twice: each wait counts on its own.
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            tx.send(Bytes::from_static(b"b")).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            tx.send(Bytes::from_static(b"c")).await.unwrap();
+            tx
+        });
+        for want in ["b", "c"] {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), want);
+        }
+        let _tx = sender.await.unwrap();
+        let started = Instant::now();
+        match body.frame().await {
+            Some(Err(IdleError::Idle(d))) => assert_eq!(d, Duration::from_secs(10)),
+            other => panic!("expected an idle timeout, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(
+            body.frame().await.is_none(),
+            "the body ends after the timeout"
+        );
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_reader_spends_elsewhere_is_not_silence() {
+        let (mut body, tx) = idle_body(Duration::from_secs(10));
+        // The upstream sent; the client took a minute to come back for it.
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(body.frame().await.unwrap().is_ok());
+        drop(tx);
+        assert!(body.frame().await.is_none(), "a clean end passes through");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_disables_the_timeout() {
+        let (mut body, _tx) = idle_body(Duration::ZERO);
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(waited.is_err(), "still waiting after an hour");
     }
 }

@@ -31,7 +31,7 @@ use crate::stats::Stats;
 use crate::tap::{Ending, RequestBody, Tap, TapBody, TapEvent};
 use crate::telemetry::context;
 use crate::tls::CertFiles;
-pub use body::{ProxyBody, StripBody, UpstreamBody};
+pub use body::{IdleError, IdleTimeout, ProxyBody, ResponseBodyError, StripBody, UpstreamBody};
 use route::Unroutable;
 pub use route::{Router, Upstream};
 
@@ -151,8 +151,11 @@ pub fn classify(error: &(dyn StdError + 'static)) -> TransportError {
     }
 }
 
-fn classify_body_error(e: &hyper::Error) -> TransportError {
-    classify(e)
+fn classify_body_error(e: &ResponseBodyError) -> TransportError {
+    match e {
+        IdleError::Idle(_) => TransportError::Timeout,
+        IdleError::Inner(e) => classify(e),
+    }
 }
 
 type Sent = Result<
@@ -182,6 +185,7 @@ pub struct Proxy {
     router: Router,
     client: Client<Connector, UpstreamBody>,
     response_timeout: Duration,
+    body_idle_timeout: Duration,
     max_body: usize,
     /// Request headers whose values are exported (never credentials: config refuses those).
     export_headers: Vec<http::HeaderName>,
@@ -209,6 +213,7 @@ impl Proxy {
             router,
             client: client::pooled(connector, u.pool_idle_timeout.0),
             response_timeout: u.response_timeout.0,
+            body_idle_timeout: u.body_idle_timeout.0,
             max_body: config.limits.max_observed_body.0,
             export_headers: config
                 .capture
@@ -452,6 +457,7 @@ impl Proxy {
             Err(_elapsed) => return self.fail(TransportError::Timeout, tap, target),
         };
         let (mut parts, body) = response.into_parts();
+        let body = IdleTimeout::new(body, self.body_idle_timeout);
         hop::strip(&mut parts.headers);
         parts.version = client_version;
         let Some(mut tap) = tap else {

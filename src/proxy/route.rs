@@ -268,12 +268,25 @@ impl Router {
     }
 }
 
-/// `.` or `..` segments, plain or percent-encoded: they could climb out of the base path.
+/// `.` or `..` segments, plain or percent-encoded, between `/`, `\` or their encodings (some
+/// servers decode `%2F` or treat a backslash as a separator): they could climb out of the base
+/// path.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    // The usual path has none of these: no allocation for it.
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return false;
+    }
+    let decoded = path
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%5c", "/")
+        .replace("%5C", "/")
+        .replace('\\', "/");
+    decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 #[cfg(test)]
@@ -404,6 +417,10 @@ mod tests {
             "/a/%2E%2e",
             "/..",
             "relative",
+            "/a/..%2fadmin",
+            "/a/%2e%2e%2Fadmin",
+            "/a/..%5cadmin",
+            "/a\\..\\admin",
         ] {
             assert_eq!(
                 r.route(bad, None).unwrap_err(),

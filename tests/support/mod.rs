@@ -422,6 +422,16 @@ pub async fn send(
     }
 }
 
+/// Writes raw bytes on a new connection and reads until the proxy closes it (bounded).
+pub async fn raw_exchange(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_ref()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub async fn post_json(url: &str, body: impl Into<Bytes>) -> Answer {
     send(
         Method::POST,

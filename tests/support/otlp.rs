@@ -52,8 +52,22 @@ pub struct ReceivedSpan {
     pub span: Span,
 }
 
+/// How the receiver answers exports: the faults a real collector shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Records the export and answers success.
+    Accept,
+    /// Answers this HTTP status (gRPC: `UNAVAILABLE`) without recording.
+    Fail(u16),
+    /// Reads the request and never answers.
+    Hang,
+    /// Waits this long, then records and answers success.
+    Slow(std::time::Duration),
+}
+
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
+    behaviour: Arc<Mutex<Behaviour>>,
     received: Arc<Mutex<Vec<Received>>>,
     logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
@@ -91,20 +105,37 @@ impl Body for GrpcBody {
 
 impl OtlpReceiver {
     pub async fn start() -> OtlpReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        OtlpReceiver::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// On a given address: a collector coming back where it was.
+    pub async fn start_on(addr: SocketAddr) -> OtlpReceiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let records = Records::default();
         let record = records.clone();
+        let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
+        let behave = behaviour.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let records = record.clone();
+                let behave = behave.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let records = records.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &records).await) }
+                        let now = *behave.lock().unwrap();
+                        async move {
+                            match now {
+                                Behaviour::Accept => {}
+                                Behaviour::Fail(status) => return Ok(failure(&req, status)),
+                                Behaviour::Hang => std::future::pending::<()>().await,
+                                Behaviour::Slow(d) => tokio::time::sleep(d).await,
+                            }
+                            Ok::<_, Infallible>(handle(req, &records).await)
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -114,11 +145,17 @@ impl OtlpReceiver {
         });
         OtlpReceiver {
             addr,
+            behaviour,
             received: records.traces,
             logs: records.logs,
             metrics: records.metrics,
             raw: records.raw,
         }
+    }
+
+    /// How exports are answered from now on.
+    pub fn behave(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
     }
 
     /// The latest export of each metric, by name.
@@ -177,6 +214,31 @@ impl OtlpReceiver {
         }
         out
     }
+}
+
+/// A refused export: the HTTP status, or for gRPC `UNAVAILABLE` in the trailers.
+fn failure(req: &Request<Incoming>, status: u16) -> Response<GrpcBody> {
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        let mut r = Response::new(GrpcBody {
+            data: None,
+            trailers: Some(trailers),
+        });
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        return r;
+    }
+    let mut r = Response::new(GrpcBody {
+        data: Some(Bytes::new()),
+        trailers: None,
+    });
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
 }
 
 fn grpc_answer(message: Vec<u8>) -> Response<GrpcBody> {
