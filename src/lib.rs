@@ -29,6 +29,8 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod genai;
 pub mod mock;
 pub mod observer;
