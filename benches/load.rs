@@ -1,0 +1,789 @@
+//! The proxy's cost, side by side: the same workload straight to a fast mock upstream (the
+//! floor), through genai-tap with full telemetry to a live OTLP receiver, and through nginx as a
+//! plain reverse proxy (no telemetry), all on 127.0.0.1 in one run.
+//!
+//!   bash benches/loadbench              # installs wrk and nginx (Debian) when missing, then:
+//!   cargo bench --bench load
+//!
+//! Prints, per target and concurrency, requests/s, latency p50/p99/p99.9 (wrk), the proxy's CPU
+//! per 1,000 requests (its own /proc accounting) and peak RSS, the ratios genai-tap/direct and
+//! genai-tap/nginx, and for streams the time to first byte and the delay each chunk picks up
+//! on the way. It asserts nothing: these machines are noisy, so it reports.
+//!
+//! Settings (environment): LOADBENCH_SECS per wrk run (default 5), LOADBENCH_CONCURRENCY
+//! (default "1,16,128"), LOADBENCH_STREAMS streams per target (default 200),
+//! LOADBENCH_OPEN_STREAMS held open for the memory figure (default 1000), GENAI_TAP_BIN (the
+//! binary to measure; default this build's).
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const CHAT: &str = "/v1/chat/completions";
+
+/// The path wrk's requests go to; `LOADBENCH_PATH` changes it (e.g. `/v1/models` for a path
+/// the proxy forwards without observing).
+fn chat_path() -> String {
+    std::env::var("LOADBENCH_PATH").unwrap_or_else(|_| "/v1/chat/completions".to_owned())
+}
+const REQUEST: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":64}"#;
+const RESPONSE: &str = r#"{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion","created":1741569952,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_06737a9306"}"#;
+/// Chunks per timed stream, and the upstream's pause between them.
+const CHUNKS: usize = 20;
+const CHUNK_INTERVAL: Duration = Duration::from_millis(2);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mock upstream: a fixed chat completion, or a stream (`?mode=timed` paces chunks and
+// stamps each with its send time; `?mode=hold` sends one chunk and then holds the stream open).
+
+/// Nanoseconds since the bench started: the clock upstream stamps and client readings share.
+fn now_ns(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn chunk(i: usize, stamp: u64) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1741569952,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"logprobs\":null,\"finish_reason\":null}}],\"t\":{stamp}}}\n\n"
+    ))
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type MockBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
+
+async fn mock_answer(req: Request<Incoming>, epoch: Instant) -> Response<MockBody> {
+    let mode = req.uri().query().unwrap_or("").to_owned();
+    let _ = req.into_body().collect().await;
+    let stream = |rx| {
+        let mut r = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        r
+    };
+    match mode.as_str() {
+        "mode=timed" => {
+            let (tx, rx) = mpsc::channel(CHUNKS + 2);
+            let response = stream(rx);
+            tokio::spawn(async move {
+                for i in 0..CHUNKS {
+                    if i > 0 {
+                        tokio::time::sleep(CHUNK_INTERVAL).await;
+                    }
+                    if tx.send(chunk(i, now_ns(epoch))).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            });
+            response
+        }
+        "mode=hold" => {
+            let (tx, rx) = mpsc::channel(2);
+            let response = stream(rx);
+            tokio::spawn(async move {
+                let _ = tx.send(chunk(0, now_ns(epoch))).await;
+                // Held until the client goes away.
+                tx.closed().await;
+            });
+            response
+        }
+        _ => {
+            let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(
+                RESPONSE.as_bytes(),
+            ))));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    }
+}
+
+async fn serve<S, F>(listener: TcpListener, handler: S)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<MockBody>> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn start_mock(epoch: Instant) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the mock");
+    let addr = listener.local_addr().expect("mock address");
+    tokio::spawn(serve(listener, move |req| mock_answer(req, epoch)));
+    addr
+}
+
+/// An OTLP/HTTP receiver that decodes every trace export and counts its spans.
+async fn start_receiver(spans: Arc<AtomicU64>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let addr = listener.local_addr().expect("receiver address");
+    tokio::spawn(serve(listener, move |req: Request<Incoming>| {
+        let spans = spans.clone();
+        async move {
+            let traces = req.uri().path() == "/v1/traces";
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if traces && let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                let n: usize = export
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                spans.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-protobuf"),
+            );
+            r
+        }
+    }));
+    addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes under test
+
+struct Proc {
+    children: Vec<Child>,
+    /// Processes whose CPU and memory count (nginx: master and workers).
+    pids: Vec<u32>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Clock ticks of user + system CPU of a process, and its peak RSS in KiB.
+fn usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu = ticks(11) + ticks(12);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Proc {
+    fn cpu_ticks(&self) -> u64 {
+        self.pids.iter().map(|p| usage(*p).0).sum()
+    }
+    fn peak_rss_kib(&self) -> u64 {
+        self.pids.iter().map(|p| usage(*p).1).sum()
+    }
+}
+
+fn ticks_per_second() -> f64 {
+    // Linux's USER_HZ is 100 on every architecture it runs on.
+    100.0
+}
+
+fn genai_tap_binary() -> String {
+    std::env::var("GENAI_TAP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_genai-tap").to_owned())
+}
+
+fn start_genai_tap(upstream: SocketAddr, receiver: SocketAddr) -> (Proc, SocketAddr) {
+    let mut child = Command::new(genai_tap_binary())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(["--upstream", &format!("http://{upstream}")])
+        .env_clear()
+        .env("GENAI_TAP_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("GENAI_TAP_LOG__FORMAT", "json")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+        .envs(extra_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("genai-tap starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("a ready line")
+            .expect("readable stderr");
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if json["fields"]["message"] == "genai-tap ready" {
+            break json["fields"]["listen"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("the listen address");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let pid = child.id();
+    (
+        Proc {
+            children: vec![child],
+            pids: vec![pid],
+        },
+        addr,
+    )
+}
+
+/// `LOADBENCH_TAP_ENV="K=V,K=V"`: more environment for genai-tap, to see what a setting costs
+/// (e.g. `OTEL_TRACES_EXPORTER=none,OTEL_METRICS_EXPORTER=none`).
+fn extra_env() -> Vec<(String, String)> {
+    std::env::var("LOADBENCH_TAP_ENV")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn find(binary: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(binary))
+        .find(|p| p.exists())
+}
+
+fn start_nginx(upstream: SocketAddr, dir: &Path) -> Option<(Proc, SocketAddr)> {
+    let nginx = find("nginx")?;
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        r#"worker_processes auto;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream mock {{ server {upstream}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).ok()?;
+    let child = Command::new(nginx)
+        .args([
+            "-e",
+            &format!("{d}/error.log"),
+            "-p",
+            &format!("{d}/"),
+            "-c",
+        ])
+        .arg(&path)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let master = child.id();
+    let mut pids = vec![master];
+    pids.extend(children_of(master));
+    Some((
+        Proc {
+            children: vec![child],
+            pids,
+        },
+        addr,
+    ))
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk: the load generator for request/response figures
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    errors: u64,
+    /// CPU milliseconds of the proxy per 1,000 requests (none for direct).
+    cpu_ms_per_1k: Option<f64>,
+}
+
+const WRK_SCRIPT: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-loadbench"
+wrk.body = os.getenv("LOADBENCH_BODY")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %.1f %.1f %.1f %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"#;
+
+fn wrk(url: &str, connections: usize, secs: u64, script: &Path, proc: Option<&Proc>) -> Run {
+    let before = proc.map(Proc::cpu_ticks);
+    let output = Command::new("wrk")
+        .args(["-t", &connections.clamp(1, 2).to_string()])
+        .args(["-c", &connections.to_string()])
+        .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(url)
+        .env("LOADBENCH_BODY", REQUEST)
+        .output()
+        .expect("wrk runs");
+    let after = proc.map(Proc::cpu_ticks);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("WRK ")) else {
+        panic!("wrk printed no summary:\n{text}");
+    };
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (requests, duration_us) = (f[0] as u64, f[1]);
+    let cpu_ms_per_1k = before
+        .zip(after)
+        .map(|(b, a)| (a - b) as f64 / ticks_per_second() * 1e3 / (requests.max(1) as f64 / 1e3));
+    Run {
+        requests,
+        rps: requests as f64 / (duration_us / 1e6),
+        p50_us: f[2],
+        p99_us: f[3],
+        p999_us: f[4],
+        errors: f[5] as u64,
+        cpu_ms_per_1k,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams: time to first byte and per-chunk delay, measured by an in-process client
+
+#[derive(Debug, Default)]
+struct StreamFigures {
+    ttfb_us: Vec<f64>,
+    chunk_delay_us: Vec<f64>,
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+/// The upstream's send stamp in a chunk (`"t":<ns>`).
+fn stamps(data: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(at) = memchr::memmem::find(rest, b"\"t\":") {
+        rest = &rest[at + 4..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(v) = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn streams(addr: SocketAddr, count: usize, epoch: Instant) -> StreamFigures {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = REQUEST.replace("\"max_tokens\":64", "\"max_tokens\":64,\"stream\":true");
+    let mut tasks = Vec::new();
+    let workers = 4;
+    for w in 0..workers {
+        let client = client.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut figures = StreamFigures::default();
+            for _ in (w..count).step_by(workers) {
+                let request = Request::post(format!("http://{addr}{CHAT}?mode=timed"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.clone())))
+                    .expect("a request");
+                let sent = Instant::now();
+                let Ok(response) = client.request(request).await else {
+                    continue;
+                };
+                let mut body = response.into_body();
+                let mut first = true;
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let now = now_ns(epoch);
+                    if first {
+                        figures.ttfb_us.push(sent.elapsed().as_secs_f64() * 1e6);
+                        first = false;
+                    }
+                    for stamp in stamps(&data) {
+                        figures
+                            .chunk_delay_us
+                            .push(now.saturating_sub(stamp) as f64 / 1e3);
+                    }
+                }
+            }
+            figures
+        }));
+    }
+    let mut all = StreamFigures::default();
+    for t in tasks {
+        if let Ok(f) = t.await {
+            all.ttfb_us.extend(f.ttfb_us);
+            all.chunk_delay_us.extend(f.chunk_delay_us);
+        }
+    }
+    all
+}
+
+/// Opens `count` streams that the upstream holds open (a connection each, as separate apps
+/// would), waits for every first chunk, and returns the proxy's RSS growth per stream in KiB:
+/// what an open stream costs, its connections included.
+async fn held_streams(addr: SocketAddr, count: usize, pid: u32) -> f64 {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let before = rss_kib(pid);
+    let body = REQUEST.replace("\"max_tokens\":64", "\"max_tokens\":64,\"stream\":true");
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let request = Request::post(format!("http://{addr}{CHAT}?mode=hold"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .expect("a request");
+        held.push(client.request(request));
+    }
+    let mut bodies = Vec::new();
+    for r in held {
+        if let Ok(response) = r.await {
+            let mut body = response.into_body();
+            let _ = body.frame().await;
+            bodies.push(body);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    let per = after.saturating_sub(before) as f64 / bodies.len().max(1) as f64;
+    drop(bodies);
+    per
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn print_runs(name: &str, runs: &[(usize, Run)]) {
+    for (c, r) in runs {
+        let cpu = r
+            .cpu_ms_per_1k
+            .map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "| {name} | {c} | {:.0} | {:.0} | {:.0} | {:.0} | {cpu} | {} |",
+            r.rps, r.p50_us, r.p99_us, r.p999_us, r.errors
+        );
+    }
+}
+
+fn main() {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a != "load")
+    {
+        return;
+    }
+    let secs: u64 = env_or("LOADBENCH_SECS", 5);
+    let concurrency: Vec<usize> = std::env::var("LOADBENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,16,128".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let stream_count: usize = env_or("LOADBENCH_STREAMS", 200);
+    let open_streams: usize = env_or("LOADBENCH_OPEN_STREAMS", 1000);
+    if find("wrk").is_none() {
+        eprintln!(
+            "loadbench: wrk not found; run `bash benches/loadbench` (installs wrk and nginx)"
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let epoch = Instant::now();
+    let spans = Arc::new(AtomicU64::new(0));
+    let (mock, receiver) =
+        runtime.block_on(async { (start_mock(epoch).await, start_receiver(spans.clone()).await) });
+    let dir = std::env::temp_dir().join(format!("genai-tap-loadbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let script = dir.join("post.lua");
+    std::fs::File::create(&script)
+        .and_then(|mut f| f.write_all(WRK_SCRIPT.as_bytes()))
+        .expect("the wrk script");
+
+    let (tap, tap_addr) = start_genai_tap(mock, receiver);
+    let nginx = start_nginx(mock, &dir);
+    if nginx.is_none() {
+        eprintln!("loadbench: nginx not found or did not start; its column is left out");
+    }
+    println!("genai-tap: {}", genai_tap_binary());
+    println!(
+        "machine: {} cores; each run {secs} s; wrk, mock upstream, OTLP receiver and the proxy share them\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let mut results: Vec<(&str, Vec<(usize, Run)>)> = Vec::new();
+    let mut targets: Vec<(&str, SocketAddr, Option<&Proc>)> =
+        vec![("direct", mock, None), ("genai-tap", tap_addr, Some(&tap))];
+    if let Some((proc, addr)) = &nginx {
+        targets.push(("nginx", *addr, Some(proc)));
+    }
+    let path = chat_path();
+    let mut tap_requests = 0;
+    // Warm every path (pools, page cache) before measuring.
+    for (name, addr, proc) in &targets {
+        let run = wrk(&format!("http://{addr}{path}"), 16, 1, &script, *proc);
+        if *name == "genai-tap" {
+            tap_requests += run.requests;
+        }
+    }
+    for (name, addr, proc) in &targets {
+        let mut runs = Vec::new();
+        for &c in &concurrency {
+            let run = wrk(&format!("http://{addr}{path}"), c, secs, &script, *proc);
+            if *name == "genai-tap" {
+                tap_requests += run.requests;
+            }
+            runs.push((c, run));
+        }
+        results.push((name, runs));
+    }
+    // Spans leave in batches (every 5 s at most): let the last one land.
+    std::thread::sleep(Duration::from_secs(6));
+    let exported = spans.load(Ordering::Relaxed);
+
+    println!("## Small non-streaming chat completion (wrk, POST, keep-alive)\n");
+    println!(
+        "| target | connections | requests/s | p50 µs | p99 µs | p99.9 µs | CPU ms / 1k req | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, runs) in &results {
+        print_runs(name, runs);
+    }
+    let get = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
+    let (direct, proxied) = (get("direct"), get("genai-tap"));
+    println!(
+        "\n| connections | genai-tap / direct rps | added p50 µs | added p99 µs | genai-tap / nginx rps | nginx p50 µs | genai-tap CPU µs / req |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    if let (Some(direct), Some(proxied)) = (direct, proxied) {
+        for (i, (c, t)) in proxied.iter().enumerate() {
+            let d = direct[i].1;
+            let n = get("nginx").map(|n| n[i].1);
+            println!(
+                "| {c} | {:.2} | {:.0} | {:.0} | {} | {} | {} |",
+                t.rps / d.rps,
+                t.p50_us - d.p50_us,
+                t.p99_us - d.p99_us,
+                n.map_or("—".into(), |n| format!("{:.2}", t.rps / n.rps)),
+                n.map_or("—".into(), |n| format!("{:.0}", n.p50_us)),
+                t.cpu_ms_per_1k.map_or("—".into(), |v| format!("{v:.1}")),
+            );
+        }
+    }
+
+    println!(
+        "\n## Streams ({stream_count} per target, {CHUNKS} chunks {} ms apart, 4 at a time)\n",
+        CHUNK_INTERVAL.as_millis()
+    );
+    println!("| target | TTFB p50 µs | TTFB p99 µs | chunk delay p50 µs | chunk delay p99 µs |");
+    println!("|---|---|---|---|---|");
+    let mut floor = None;
+    let mut stream_rows = Vec::new();
+    for (name, addr, _) in &targets {
+        let mut f = runtime.block_on(streams(*addr, stream_count, epoch));
+        let row = (
+            percentile(&mut f.ttfb_us, 50.0),
+            percentile(&mut f.ttfb_us, 99.0),
+            percentile(&mut f.chunk_delay_us, 50.0),
+            percentile(&mut f.chunk_delay_us, 99.0),
+        );
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            row.0, row.1, row.2, row.3
+        );
+        if *name == "direct" {
+            floor = Some(row);
+        }
+        stream_rows.push((*name, row));
+    }
+    if let Some(floor) = floor {
+        for (name, row) in &stream_rows {
+            if *name != "direct" {
+                println!(
+                    "\n{name}: TTFB p50 ratio {:.3} vs direct; added per-chunk delay p50 {:.1} µs, p99 {:.1} µs",
+                    row.0 / floor.0,
+                    row.2 - floor.2,
+                    row.3 - floor.3
+                );
+            }
+        }
+    }
+
+    let pid = tap.pids[0];
+    let per_stream = runtime.block_on(held_streams(tap_addr, open_streams, pid));
+    println!("\n## Memory\n");
+    println!(
+        "genai-tap: peak RSS {:.1} MiB over the whole run; {per_stream:.1} KiB per open stream ({open_streams} held open, capture off)",
+        tap.peak_rss_kib() as f64 / 1024.0
+    );
+    if let Some((proc, _)) = &nginx {
+        println!(
+            "nginx (master + workers): peak RSS {:.1} MiB",
+            proc.peak_rss_kib() as f64 / 1024.0
+        );
+    }
+    println!(
+        "\ntelemetry: the OTLP receiver decoded {exported} spans for the {tap_requests} requests wrk \
+         completed through genai-tap (connections wrk cut at the end of a run add cancelled ones)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
