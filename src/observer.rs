@@ -23,7 +23,7 @@ use crate::genai::sse::SseDecoder;
 use crate::genai::{self, Api, ResponseSummary};
 use crate::redact::Redactor;
 use crate::stats::{LogLimiter, Stats};
-use crate::tap::{Ending, RequestBody, ResponseHead, Tap, TapEvent};
+use crate::tap::{Batch, Ending, RequestBody, ResponseHead, Tap, TapEvent};
 use crate::telemetry::Telemetry;
 
 /// Chunk gaps kept per stream; a longer stream keeps its first ones (16 KiB at most).
@@ -535,15 +535,19 @@ impl Observer {
 
     /// Opens the tap for one exchange and starts its observer task.
     pub fn begin(&self, start: Start) -> Tap {
-        let (tap, rx) = Tap::channel(self.inner.limits.channel);
+        let (mut tap, rx) = Tap::channel(self.inner.limits.channel);
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            observe(&inner, start, rx).await;
-            if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-                inner.idle.notify_waiters();
-            }
-        });
+        // Taken now, inside the runtime: the first hand-over may come from a body's drop.
+        let runtime = tokio::runtime::Handle::current();
+        tap.on_first_batch(Box::new(move || {
+            runtime.spawn(async move {
+                observe(&inner, start, rx).await;
+                if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.idle.notify_waiters();
+                }
+            });
+        }));
         tap
     }
 
@@ -561,10 +565,15 @@ impl Observer {
     }
 }
 
-async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<TapEvent>) {
+async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
     let mut assembly = Assembly::new(start, inner.limits, inner.privacy.clone());
-    while let Some(event) = rx.recv().await {
-        if catch_unwind(AssertUnwindSafe(|| assembly.apply(event))).is_err() {
+    while let Some(batch) = rx.recv().await {
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            for event in batch {
+                assembly.apply(event);
+            }
+        }));
+        if applied.is_err() {
             return observer_panicked(inner);
         }
     }

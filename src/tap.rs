@@ -2,8 +2,10 @@
 //! forwarded stream.
 //!
 //! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
-//! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. The tap
-//! ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
+//! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
+//! are handed over in batches (at the end, or every few dozen frames), and the observer is only
+//! started by the first hand-over: a wake-up of another task per frame would cost more than
+//! everything the observer does with the frame. The tap ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
 //! client went away), as cancelled. Does not: parse anything, block, or wait for the observer:
 //! a full channel loses observation data (and says so at the end), never forwarding time.
 
@@ -97,35 +99,82 @@ pub enum TapEvent {
     },
 }
 
+/// Events handed to the observer in one go.
+pub type Batch = Vec<TapEvent>;
+
+/// Most events the tap holds before handing them over. Each hand-over wakes the observer (often
+/// on the other core): a small exchange hands over once, at its end, and a stream once every
+/// this many chunks, rather than once per frame.
+const BATCH: usize = 32;
+
+/// Starts the exchange's observer; called on the first hand-over, so an exchange that ends
+/// quickly costs its observer one wake-up in all.
+pub type Launch = Box<dyn FnOnce() + Send>;
+
 /// The sending half of one exchange's observation channel.
-#[derive(Debug)]
 pub struct Tap {
-    tx: mpsc::Sender<TapEvent>,
-    /// A slot reserved at creation for the final event, so a full channel cannot lose the ending.
-    last: Option<mpsc::OwnedPermit<TapEvent>>,
+    tx: mpsc::Sender<Batch>,
+    /// A slot reserved at creation for the final batch, so a full channel cannot lose the ending.
+    last: Option<mpsc::OwnedPermit<Batch>>,
+    launch: Option<Launch>,
+    pending: Batch,
+    batch: usize,
     lost: bool,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("pending", &self.pending.len())
+            .field("ended", &self.last.is_none())
+            .field("lost", &self.lost)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tap {
     /// A tap and the receiver its observer reads. `capacity` bounds the events in flight.
-    pub fn channel(capacity: usize) -> (Tap, mpsc::Receiver<TapEvent>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1) + 1);
+    pub fn channel(capacity: usize) -> (Tap, mpsc::Receiver<Batch>) {
+        let batch = capacity.clamp(1, BATCH);
+        let (tx, rx) = mpsc::channel(capacity.div_ceil(batch).max(1) + 1);
         let last = tx.clone().try_reserve_owned().ok();
         (
             Tap {
                 tx,
                 last,
+                launch: None,
+                pending: Vec::new(),
+                batch,
                 lost: false,
             },
             rx,
         )
     }
 
+    /// Runs `launch` on the first hand-over (or at once, if the tap has already handed over).
+    pub fn on_first_batch(&mut self, launch: Launch) {
+        self.launch = Some(launch);
+    }
+
+    fn started(&mut self) {
+        if let Some(launch) = self.launch.take() {
+            launch();
+        }
+    }
+
     pub fn send(&mut self, event: TapEvent) {
-        if !self.lost && self.tx.try_send(event).is_err() {
-            // From here on the observer's picture has a gap: stop sending rather than deliver
-            // a stream with holes, and report it with the ending.
-            self.lost = true;
+        if self.lost {
+            return;
+        }
+        self.pending.push(event);
+        if self.pending.len() >= self.batch {
+            let batch = std::mem::take(&mut self.pending);
+            if self.tx.try_send(batch).is_err() {
+                // From here on the observer's picture has a gap: stop sending rather than
+                // deliver a stream with holes, and report it with the ending.
+                self.lost = true;
+            }
+            self.started();
         }
     }
 
@@ -151,14 +200,17 @@ impl Tap {
         }
     }
 
-    /// Ends the exchange. Later calls, and the drop, do nothing.
+    /// Ends the exchange, handing over what is pending. Later calls, and the drop, do nothing.
     pub fn end(&mut self, ending: Ending) {
         if let Some(permit) = self.last.take() {
-            permit.send(TapEvent::End {
+            let mut batch = std::mem::take(&mut self.pending);
+            batch.push(TapEvent::End {
                 ending,
                 lost: self.lost,
                 at: Instant::now(),
             });
+            permit.send(batch);
+            self.started();
         }
     }
 }
@@ -255,10 +307,10 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
 
-    fn drain(rx: &mut mpsc::Receiver<TapEvent>) -> Vec<TapEvent> {
+    fn drain(rx: &mut mpsc::Receiver<Batch>) -> Vec<TapEvent> {
         let mut out = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            out.push(e);
+        while let Ok(batch) = rx.try_recv() {
+            out.extend(batch);
         }
         out
     }
@@ -327,6 +379,49 @@ mod tests {
         assert_eq!(data(&events), b"abc");
         assert_eq!(endings(&events), vec![(Ending::Complete, false)]);
         assert!(rx.recv().await.is_none(), "every sender is gone once ended");
+    }
+
+    #[tokio::test]
+    async fn a_short_exchange_is_handed_over_once_at_its_end() {
+        let (mut tap, mut rx) = Tap::channel(1024);
+        let launched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = launched.clone();
+        tap.on_first_batch(Box::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
+        let mut body = std::pin::pin!(body);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"ab"));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is handed over mid-exchange"
+        );
+        assert_eq!(launched.load(std::sync::atomic::Ordering::SeqCst), 0);
+        while body.frame().await.is_some() {}
+        let batch = rx.try_recv().expect("one batch at the end");
+        assert_eq!(data(&batch), b"abc");
+        assert_eq!(endings(&batch), vec![(Ending::Complete, false)]);
+        assert_eq!(launched.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_is_handed_over_in_batches_as_it_goes() {
+        let (tap, mut rx) = Tap::channel(1024);
+        let items: Vec<Result<&'static [u8], _>> = (0..BATCH + 1).map(|_| Ok(&b"x"[..])).collect();
+        let mut body = TapBody::new(chunks(items), tap, io_kind);
+        for _ in 0..BATCH {
+            body.frame().await.unwrap().unwrap();
+        }
+        let batch = rx
+            .try_recv()
+            .expect("a full batch is handed over before the end");
+        assert_eq!(batch.len(), BATCH);
+        assert_eq!(endings(&batch), vec![]);
+        while body.frame().await.is_some() {}
+        let rest = drain(&mut rx);
+        assert_eq!(data(&rest), b"x");
+        assert_eq!(endings(&rest), vec![(Ending::Complete, false)]);
     }
 
     #[tokio::test]
