@@ -1,5 +1,5 @@
 //! Throughput of the observation path: SSE decoding, stream accumulation, and extraction from
-//! complete bodies. Run with `cargo bench --bench stream`; criterion prints MB/s per case.
+//! complete bodies, and the per-exchange work of folding an exchange and building its span. Run with `cargo bench --bench stream`; criterion prints MB/s per case.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use genai_tap::genai::chat::{self, ChatStream};
@@ -97,5 +97,76 @@ fn extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sse, extraction);
+/// What the observer does per exchange after the bytes are in: fold the tap's events into an
+/// `Exchange` (request and response extraction included), then build its span.
+fn exchange(c: &mut Criterion) {
+    use bytes::Bytes;
+    use genai_tap::exchange::{Target, TraceStart};
+    use genai_tap::genai::Api;
+    use genai_tap::observer::{Assembly, Limits, Privacy, Start};
+    use genai_tap::tap::{Ending, RequestBody, ResponseHead, TapEvent};
+    use genai_tap::telemetry::span;
+    use opentelemetry::InstrumentationScope;
+    use std::time::{Instant, SystemTime};
+
+    let fixture = |name: &str| {
+        Bytes::from(
+            std::fs::read(format!(
+                "{}/tests/fixtures/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("fixture"),
+        )
+    };
+    let request = fixture("chat_request_full.json");
+    let response = fixture("chat_response.json");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-request-id", http::HeaderValue::from_static("req_8f3c2a"));
+    let start = Start {
+        api: Api::ChatCompletions,
+        deployment: None,
+        target: Target {
+            provider: "openai".into(),
+            host: "api.openai.com".into(),
+            port: 443,
+        },
+        arrived: Instant::now(),
+        wall: SystemTime::now(),
+        headers: Vec::new(),
+        trace: TraceStart::default(),
+        baggage: Vec::new(),
+        conversation_id: None,
+    };
+    let assemble = || {
+        let mut a = Assembly::new(start.clone(), Limits::default(), Privacy::default());
+        a.apply(TapEvent::Request {
+            body: RequestBody::Complete(request.clone()),
+            usage_injected: false,
+        });
+        a.apply(TapEvent::ResponseHead(Box::new(ResponseHead::new(
+            200, &headers,
+        ))));
+        a.apply(TapEvent::Data(response.clone(), Instant::now()));
+        a.apply(TapEvent::End {
+            ending: Ending::Complete,
+            lost: false,
+            at: Instant::now(),
+        });
+        a.finish()
+    };
+    let scope = InstrumentationScope::builder("genai-tap").build();
+    let mut group = c.benchmark_group("exchange");
+    group.bench_function("assemble_chat", |b| b.iter(|| black_box(assemble())));
+    let ex = assemble();
+    group.bench_function("span_build", |b| {
+        b.iter(|| black_box(span::build(black_box(&ex), &scope, Default::default())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sse, extraction, exchange);
 criterion_main!(benches);

@@ -3,7 +3,8 @@
 //!
 //! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
 //! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
-//! are handed over in batches (at the end, or every few dozen frames), and the observer is only
+//! are handed over in batches (at the end, when the body waits for the upstream, or every few
+//! dozen frames of a burst), and the observer is only
 //! started by the first hand-over: a wake-up of another task per frame would cost more than
 //! everything the observer does with the frame. The tap ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
 //! client went away), as cancelled. Does not: parse anything, block, or wait for the observer:
@@ -103,8 +104,8 @@ pub enum TapEvent {
 pub type Batch = Vec<TapEvent>;
 
 /// Most events the tap holds before handing them over. Each hand-over wakes the observer (often
-/// on the other core): a small exchange hands over once, at its end, and a stream once every
-/// this many chunks, rather than once per frame.
+/// on the other core): a small exchange hands over once, at its end, and a burst of frames once
+/// every this many, rather than once per frame.
 const BATCH: usize = 32;
 
 /// Starts the exchange's observer; called on the first hand-over, so an exchange that ends
@@ -168,14 +169,24 @@ impl Tap {
         }
         self.pending.push(event);
         if self.pending.len() >= self.batch {
-            let batch = std::mem::take(&mut self.pending);
-            if self.tx.try_send(batch).is_err() {
-                // From here on the observer's picture has a gap: stop sending rather than
-                // deliver a stream with holes, and report it with the ending.
-                self.lost = true;
-            }
-            self.started();
+            self.flush();
         }
+    }
+
+    /// Hands over what is pending. The tap does so whenever its body waits for the upstream:
+    /// a frame is a slice of the connection's read buffer, and a copy held across a wait would
+    /// keep that whole buffer alive for as long as the stream idles.
+    pub fn flush(&mut self) {
+        if self.lost || self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if self.tx.try_send(batch).is_err() {
+            // From here on the observer's picture has a gap: stop sending rather than deliver a
+            // stream with holes, and report it with the ending.
+            self.lost = true;
+        }
+        self.started();
     }
 
     /// `call` times the upstream call (forwarded, answered); the hand-over to the client is now.
@@ -288,7 +299,7 @@ impl<B: Body<Data = Bytes>> Body for TapBody<B> {
                 tap.end(Ending::Complete);
                 *this.tap = None;
             }
-            Poll::Pending => {}
+            Poll::Pending => tap.flush(),
         }
         polled
     }
@@ -422,6 +433,46 @@ mod tests {
         let rest = drain(&mut rx);
         assert_eq!(data(&rest), b"x");
         assert_eq!(endings(&rest), vec![(Ending::Complete, false)]);
+    }
+
+    #[tokio::test]
+    async fn what_is_pending_is_handed_over_when_the_body_waits() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
+        let (tap, mut taps) = Tap::channel(1024);
+        let mut body = TapBody::new(upstream, tap, io_kind);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        body.frame().await.unwrap().unwrap();
+        assert!(taps.try_recv().is_err(), "a ready frame stays pending");
+        let waiting = futures_core::Stream::poll_next(
+            std::pin::Pin::new(&mut BodyStream(&mut body)),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        assert!(waiting.is_pending());
+        let batch = taps.try_recv().expect("handed over while the body waits");
+        assert_eq!(data(&batch), b"a");
+        drop(tx);
+        while body.frame().await.is_some() {}
+        assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
+    }
+
+    /// Polls a body once, as hyper does.
+    struct BodyStream<'a, B>(&'a mut B);
+    impl<B: Body + Unpin> futures_core::Stream for BodyStream<'_, B> {
+        type Item = ();
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+            Pin::new(&mut *self.0).poll_frame(cx).map(|f| f.map(|_| ()))
+        }
+    }
+
+    struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+    impl<T> futures_core::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
     }
 
     #[tokio::test]
