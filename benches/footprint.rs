@@ -6,8 +6,9 @@
 //! static binary the container image ships (built by `.ci/build-static`) instead of this
 //! profile's build.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,49 +33,20 @@ impl Drop for Running {
     }
 }
 
-fn binary() -> String {
-    std::env::var("GENAI_TAP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_genai-tap").to_owned())
-}
-
 /// Starts the proxy as a sidecar would run it: OTLP export configured (to a port nobody
 /// listens on, so exports fail and are counted), JSON logs.
 fn start(upstream: &str) -> Running {
     let begun = Instant::now();
-    let mut child = Command::new(binary())
-        .args(["run", "--listen", "127.0.0.1:0", "--upstream", upstream])
-        .env_clear()
-        .env("GENAI_TAP_ADMIN__LISTEN", "127.0.0.1:0")
-        .env("GENAI_TAP_LOG__FORMAT", "json")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("a ready line before stderr closes")
-            .expect("readable stderr");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if json["fields"]["message"] == "genai-tap ready" {
-            break json["fields"]["listen"]
-                .as_str()
-                .expect("listen field")
-                .to_owned();
-        }
-    };
-    let started_in = begun.elapsed();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let env = [(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+        "http://127.0.0.1:9".to_owned(),
+    )];
+    let (child, addr) =
+        support::start_ready(&["--listen", "127.0.0.1:0", "--upstream", upstream], &env);
     Running {
         child,
         addr,
-        started_in,
+        started_in: begun.elapsed(),
     }
 }
 
@@ -116,7 +88,7 @@ fn main() {
         ))
         .expect("the mock upstream binds");
     let upstream = format!("http://{mock}");
-    println!("binary: {}", binary());
+    println!("binary: {}", support::binary());
 
     let times: Vec<Duration> = (0..STARTS).map(|_| start(&upstream).started_in).collect();
     println!(

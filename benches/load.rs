@@ -15,8 +15,10 @@
 //! LOADBENCH_OPEN_STREAMS held open for the memory figure (default 1000), GENAI_TAP_BIN (the
 //! binary to measure; default this build's).
 
+mod support;
+
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -272,51 +274,29 @@ fn ticks_per_second() -> f64 {
     100.0
 }
 
-fn genai_tap_binary() -> String {
-    std::env::var("GENAI_TAP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_genai-tap").to_owned())
-}
-
 fn start_genai_tap(upstream: SocketAddr, receiver: SocketAddr) -> (Proc, SocketAddr) {
-    let mut child = Command::new(genai_tap_binary())
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(["--upstream", &format!("http://{upstream}")])
-        .env_clear()
-        .env("GENAI_TAP_ADMIN__LISTEN", "127.0.0.1:0")
-        .env("GENAI_TAP_LOG__FORMAT", "json")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
-        .envs(extra_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("genai-tap starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("a ready line")
-            .expect("readable stderr");
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if json["fields"]["message"] == "genai-tap ready" {
-            break json["fields"]["listen"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("the listen address");
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            format!("http://{receiver}"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+            "http/protobuf".to_owned(),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "5000".to_owned()),
+    ];
+    env.extend(extra_env());
+    let upstream = format!("http://{upstream}");
+    let (child, addr) =
+        support::start_ready(&["--listen", "127.0.0.1:0", "--upstream", &upstream], &env);
     let pid = child.id();
     (
         Proc {
             children: vec![child],
             pids: vec![pid],
         },
-        addr,
+        addr.parse().expect("the listen address"),
     )
 }
 
@@ -664,7 +644,7 @@ fn main() {
     if nginx.is_none() {
         eprintln!("loadbench: nginx not found or did not start; its column is left out");
     }
-    println!("genai-tap: {}", genai_tap_binary());
+    println!("genai-tap: {}", support::binary());
     println!(
         "machine: {} cores; each run {secs} s; wrk, mock upstream, OTLP receiver and the proxy share them\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
