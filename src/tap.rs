@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
@@ -65,19 +65,26 @@ pub struct ResponseHead {
     pub ratelimit_remaining_requests: Option<HeaderValue>,
 }
 
+/// Response headers observation keeps, named once rather than parsed on every response.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const APIM_REQUEST_ID: HeaderName = HeaderName::from_static("apim-request-id");
+const X_MS_REGION: HeaderName = HeaderName::from_static("x-ms-region");
+const RATELIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RATELIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+
 impl ResponseHead {
     pub fn new(status: u16, headers: &HeaderMap) -> ResponseHead {
-        let get = |name: &str| headers.get(name).cloned();
+        let get = |name: &HeaderName| headers.get(name).cloned();
         ResponseHead {
             status,
             timing: None,
-            content_type: headers.get(http::header::CONTENT_TYPE).cloned(),
-            content_encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
-            request_id: get("x-request-id"),
-            apim_request_id: get("apim-request-id"),
-            region: get("x-ms-region"),
-            ratelimit_remaining_tokens: get("x-ratelimit-remaining-tokens"),
-            ratelimit_remaining_requests: get("x-ratelimit-remaining-requests"),
+            content_type: get(&http::header::CONTENT_TYPE),
+            content_encoding: get(&http::header::CONTENT_ENCODING),
+            request_id: get(&X_REQUEST_ID),
+            apim_request_id: get(&APIM_REQUEST_ID),
+            region: get(&X_MS_REGION),
+            ratelimit_remaining_tokens: get(&RATELIMIT_TOKENS),
+            ratelimit_remaining_requests: get(&RATELIMIT_REQUESTS),
         }
     }
 }

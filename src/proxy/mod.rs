@@ -306,7 +306,7 @@ impl Proxy {
             // The upstream's spans nest under the proxy's; the app's tracestate rides along.
             let value = context::traceparent(trace.trace_id, trace.span_id, trace.sampled);
             if let Ok(value) = HeaderValue::from_str(&value) {
-                parts.headers.insert("traceparent", value);
+                parts.headers.insert(context::TRACEPARENT, value);
             }
         }
         let baggage = if self.baggage_keys.is_empty() {
@@ -314,7 +314,7 @@ impl Proxy {
         } else {
             parts
                 .headers
-                .get_all("baggage")
+                .get_all(context::BAGGAGE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(context::parse_baggage)

@@ -55,6 +55,11 @@ pub fn parse_traceparent(value: &str) -> Option<Parent> {
     })
 }
 
+/// The W3C trace-context and baggage headers.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
 /// The `traceparent` for a span.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
     let flags = if sampled {

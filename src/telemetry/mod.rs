@@ -345,9 +345,9 @@ impl Telemetry {
     /// it sent a valid `traceparent`, a new one otherwise; and whether it is sampled.
     pub fn begin_trace(&self, headers: &http::HeaderMap, operation: &str) -> TraceStart {
         let inner = &*self.inner;
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let parent = text("traceparent").and_then(context::parse_traceparent);
-        let trace_state = text("tracestate")
+        let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let parent = text(&context::TRACEPARENT).and_then(context::parse_traceparent);
+        let trace_state = text(&context::TRACESTATE)
             .and_then(|v| v.parse::<TraceState>().ok())
             .unwrap_or_default();
         let trace_id = parent.map_or_else(|| inner.ids.new_trace_id(), |p| p.trace_id);
