@@ -43,6 +43,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const CHAT: &str = "/v1/chat/completions";
+/// A path genai-tap forwards without observing (the mock answers any path alike).
+const UNOBSERVED: &str = "/v1/files/stream";
 
 /// The path wrk's requests go to; `LOADBENCH_PATH` changes it (e.g. `/v1/models` for a path
 /// the proxy forwards without observing).
@@ -561,13 +563,13 @@ async fn streams(addr: SocketAddr, count: usize, epoch: Instant) -> StreamFigure
 /// Opens `count` streams that the upstream holds open (a connection each, as separate apps
 /// would), waits for every first chunk, and returns the proxy's RSS growth per stream in KiB:
 /// what an open stream costs, its connections included.
-async fn held_streams(addr: SocketAddr, count: usize, pid: u32) -> f64 {
+async fn held_streams(addr: SocketAddr, path: &str, count: usize, pid: u32) -> f64 {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let before = rss_kib(pid);
     let body = REQUEST.replace("\"max_tokens\":64", "\"max_tokens\":64,\"stream\":true");
     let mut held = Vec::new();
     for _ in 0..count {
-        let request = Request::post(format!("http://{addr}{CHAT}?mode=hold"))
+        let request = Request::post(format!("http://{addr}{path}?mode=hold"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.clone())))
             .expect("a request");
@@ -748,12 +750,23 @@ fn main() {
         }
     }
 
-    let pid = tap.pids[0];
-    let per_stream = runtime.block_on(held_streams(tap_addr, open_streams, pid));
+    // Each through a fresh process (freed memory is not returned at once, so growth after
+    // the load above would understate it): streams on a path the proxy observes, then the same
+    // on a path it forwards without observing, which is what the connections cost; the
+    // difference is what observation holds per stream.
+    let held = |path: &str| {
+        let (fresh, addr) = start_genai_tap(mock, receiver);
+        runtime.block_on(held_streams(addr, path, open_streams, fresh.pids[0]))
+    };
+    let per_stream = held(CHAT);
+    let unobserved = held(UNOBSERVED);
     println!("\n## Memory\n");
     println!(
-        "genai-tap: peak RSS {:.1} MiB over the whole run; {per_stream:.1} KiB per open stream ({open_streams} held open, capture off)",
-        tap.peak_rss_kib() as f64 / 1024.0
+        "genai-tap: peak RSS {:.1} MiB over the whole run; {per_stream:.1} KiB per open stream \
+         ({open_streams} held open, capture off), of which observation {:.1} KiB (the same \
+         streams unobserved: {unobserved:.1} KiB, the proxy's two connections)",
+        tap.peak_rss_kib() as f64 / 1024.0,
+        per_stream - unobserved
     );
     if let Some((proc, _)) = &nginx {
         println!(
