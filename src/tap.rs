@@ -3,12 +3,12 @@
 //!
 //! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
 //! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
-//! are handed over in batches (at the end, when the body waits for the upstream, or every few
-//! dozen frames of a burst), and the observer is only
-//! started by the first hand-over: a wake-up of another task per frame would cost more than
-//! everything the observer does with the frame. The tap ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
-//! client went away), as cancelled. Does not: parse anything, block, or wait for the observer:
-//! a full channel loses observation data (and says so at the end), never forwarding time.
+//! are handed over in batches (at the end, whenever the body waits for the upstream, or every
+//! few dozen frames of a burst), and the observer is only started by the first hand-over, so a
+//! small exchange wakes its observer once rather than once per event. The tap ends exactly once: at the end of the body, on a body error, or, when it is dropped first
+//! (the client went away), as cancelled. Does not: parse anything, block, or wait for the
+//! observer: a full channel loses observation data (and says so at the end), never forwarding
+//! time.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -159,7 +159,7 @@ impl Tap {
         )
     }
 
-    /// Runs `launch` on the first hand-over (or at once, if the tap has already handed over).
+    /// Runs `launch` at the first hand-over: set it before any event is sent.
     pub fn on_first_batch(&mut self, launch: Launch) {
         self.launch = Some(launch);
     }
