@@ -5,10 +5,10 @@
 //! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
 //! are handed over in batches (at the end, whenever the body waits for the upstream, or every
 //! few dozen frames of a burst), and the observer is only started by the first hand-over, so a
-//! small exchange wakes its observer once rather than once per event. The tap ends exactly once: at the end of the body, on a body error, or, when it is dropped first
-//! (the client went away), as cancelled. Does not: parse anything, block, or wait for the
-//! observer: a full channel loses observation data (and says so at the end), never forwarding
-//! time.
+//! small exchange wakes its observer once rather than once per event. The tap ends exactly
+//! once: at the end of the body, on a body error, or, when it is dropped first (the client went
+//! away), as cancelled. Does not: parse anything, block, or wait for the observer: a full
+//! channel loses observation data (and says so at the end), never forwarding time.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
