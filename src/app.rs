@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::admin::Admin;
 use crate::config::{CaptureMode, Config, ConfigError};
@@ -84,6 +85,8 @@ pub struct App {
     /// True while serving; false from the moment draining starts.
     pub ready: Arc<AtomicBool>,
     settings: ServerSettings,
+    /// Connections being served, across every serving thread (`server.max_connections`).
+    slots: Arc<Semaphore>,
     /// The listener speaks TLS with this, when configured.
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -149,6 +152,7 @@ impl App {
             stats,
             ready: Arc::default(),
             settings: ServerSettings::from(config),
+            slots: Arc::new(Semaphore::new(config.server.max_connections)),
             tls,
         })
     }
@@ -182,10 +186,82 @@ impl App {
             self.tls.clone(),
             self.proxy.clone(),
             self.settings,
+            self.slots.clone(),
             draining,
         )
         .await;
         self.proxy.observer().settled().await;
+    }
+
+    /// [`App::serve`] on `workers` threads of their own, each with a single-threaded event
+    /// loop accepting from the same listener. A connection, its upstream calls and its
+    /// observers then stay on one thread: on one multi-threaded runtime the hand-offs between
+    /// hyper's server and client connection tasks and the observers crossed threads, a wake-up
+    /// each (the load benchmark measured a third less CPU per request, and a lower latency,
+    /// this way). Telemetry export and the admin port stay on the caller's runtime. Returns
+    /// once every thread has drained.
+    pub async fn serve_on_workers(
+        &self,
+        listener: TcpListener,
+        workers: usize,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let io = |context: &str| {
+            let context = context.to_owned();
+            move |source| AppError::Io { context, source }
+        };
+        let listener = listener
+            .into_std()
+            .map_err(io("cannot hand the listener to the serving threads"))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut finished = Vec::with_capacity(workers);
+        for index in 0..workers.max(1) {
+            let listener = listener
+                .try_clone()
+                .map_err(io("cannot share the listener between serving threads"))?;
+            let (app, mut stopped) = (self.clone(), stopped.clone());
+            let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+            finished.push(finished_rx);
+            std::thread::Builder::new()
+                .name(format!("genai-tap-{index}"))
+                .spawn(move || {
+                    crate::proxy::set_worker(index);
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::error!(error = %e, worker = index, "cannot start a serving thread");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                app.serve(listener, async move {
+                                    let _ = stopped.wait_for(|stop| *stop).await;
+                                })
+                                .await;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, worker = index, "cannot listen on a serving thread");
+                            }
+                        }
+                    });
+                    drop(done);
+                })
+                .map_err(io("cannot start a serving thread"))?;
+        }
+        // Each thread holds its own handle: the port closes when the last one stops accepting.
+        drop(listener);
+        shutdown.await;
+        let _ = stop.send(true);
+        for thread in finished {
+            // Dropped by the thread when it is done, however it ended.
+            let _ = thread.await;
+        }
+        Ok(())
     }
 
     /// Whether the proxy port speaks TLS.

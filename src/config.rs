@@ -570,6 +570,11 @@ pub struct ServerConfig {
     pub reload_interval: Dur,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Threads serving the proxy port, each with its own event loop and upstream connection
+    /// pool, so a request and its upstream call never hop between threads. One suits a sidecar
+    /// (it spends the least CPU per request); raise it for a shared gateway. 0: one per core
+    /// available to the process (its CPU quota included).
+    pub workers: usize,
     /// Largest request head (HTTP/1 request line and headers, HTTP/2 header list).
     pub max_header_bytes: ByteSize,
 }
@@ -584,6 +589,16 @@ pub struct ListenerTls {
     pub key_file: PathBuf,
 }
 
+impl ServerConfig {
+    /// `workers`, with 0 resolved to the cores this process may use.
+    pub fn effective_workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -593,6 +608,7 @@ impl Default for ServerConfig {
             tls: None,
             reload_interval: Dur::secs(10),
             max_connections: 4096,
+            workers: 1,
             max_header_bytes: ByteSize(64 << 10),
         }
     }
@@ -1002,6 +1018,12 @@ impl Config {
         }
         if self.server.max_header_bytes.0 < 8 << 10 {
             return Err(invalid("server.max_header_bytes", "must be at least 8KiB"));
+        }
+        if self.server.workers > 1024 {
+            return Err(invalid(
+                "server.workers",
+                "must be at most 1024 (0 means one per core)",
+            ));
         }
         if self.server.reload_interval.0.is_zero() {
             return Err(invalid("server.reload_interval", "must be above zero"));
@@ -1554,6 +1576,18 @@ max_queue_size = 100
 
     fn error_text(r: Result<Config, ConfigError>) -> String {
         r.map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn serving_threads_default_to_one_zero_means_a_core_each_and_an_absurd_count_is_refused() {
+        let c = load_env(&[]).unwrap();
+        assert_eq!(c.server.effective_workers(), 1);
+        let c = load_env(&[("GENAI_TAP_SERVER__WORKERS", "0")]).unwrap();
+        assert!(c.server.effective_workers() >= 1);
+        let c = load_env(&[("GENAI_TAP_SERVER__WORKERS", "3")]).unwrap();
+        assert_eq!(c.server.effective_workers(), 3);
+        let e = error_text(load_env(&[("GENAI_TAP_SERVER__WORKERS", "100000")]));
+        assert!(e.contains("server.workers"), "{e}");
     }
 
     #[test]

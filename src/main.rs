@@ -94,7 +94,11 @@ fn main() -> ExitCode {
     init_logging(&config);
     // tonic's TLS (OTLP over gRPC to https) asks rustls for the process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Telemetry export, the admin port, signals and file reloads; `run` serves the proxy port on
+    // threads of its own (`server.workers`). One thread here is plenty, and every idle worker
+    // of a multi-threaded runtime costs wake-ups.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -231,7 +235,12 @@ async fn run(config: Config) -> Result<(), AppError> {
         capture,
         "genai-tap ready"
     );
-    app.serve(listener, shutdown_signal()).await;
+    app.serve_on_workers(
+        listener,
+        config.server.effective_workers(),
+        shutdown_signal(),
+    )
+    .await?;
     app.shutdown_telemetry(FLUSH_DEADLINE).await;
     let _ = admin_stop.send(());
     let _ = admin.await;

@@ -25,7 +25,6 @@ use crate::stats::Stats;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
-    pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
@@ -35,7 +34,6 @@ pub struct ServerSettings {
 impl From<&crate::config::Config> for ServerSettings {
     fn from(c: &crate::config::Config) -> Self {
         ServerSettings {
-            max_connections: c.server.max_connections,
             max_header_bytes: c.server.max_header_bytes.0,
             header_read_timeout: c.server.header_read_timeout.0,
             drain_timeout: c.server.drain_timeout.0,
@@ -45,12 +43,14 @@ impl From<&crate::config::Config> for ServerSettings {
 }
 
 /// Serves `proxy` on `listener` (over TLS when `tls` is set) until `shutdown` completes, then
-/// drains.
+/// drains. A connection is served while it holds one of `slots` (shared by every thread that
+/// serves the same port, so `server.max_connections` bounds them all).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
+    slots: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -64,7 +64,6 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     // Every connection's task, so the ones still open at the drain deadline can be closed.

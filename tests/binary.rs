@@ -121,6 +121,53 @@ async fn export_over(protocol: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_serving_threads_share_the_port_and_every_span_is_exported_on_sigterm() {
+    let receiver = OtlpReceiver::start().await;
+    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
+        .await
+        .unwrap();
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut running = run(
+        &format!("http://{mock}"),
+        &[
+            ("GENAI_TAP_SERVER__WORKERS", "3"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    );
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    // A connection each, at once, so the threads accepting from the one listener all serve.
+    let requests: Vec<_> = (0..12)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                post_json(
+                    &url,
+                    format!(r#"{{"model":"gpt-4o-mini","messages":[],"seed":{i}}}"#),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    assert!(
+        terminate(&mut running.child).success(),
+        "exit 0 after SIGTERM"
+    );
+    let spans = receiver.spans();
+    let mut seeds: Vec<i64> = spans
+        .iter()
+        .filter_map(|s| int(&s.span.attributes, "gen_ai.request.seed"))
+        .collect();
+    seeds.sort_unstable();
+    assert_eq!(seeds, (0..12).collect::<Vec<_>>(), "one span per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_exports_spans_over_otlp_grpc_and_flushes_on_sigterm() {
     export_over("grpc").await;
 }

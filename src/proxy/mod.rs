@@ -179,11 +179,23 @@ fn respond_buffered(
     Response::from_parts(parts, ProxyBody::local(body))
 }
 
+thread_local! {
+    /// Which of the serving threads this is; threads that are not one use the first pool.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as serving thread `index`, so its requests use its own pool.
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
 /// Forwards requests to the configured upstreams, observing the GenAI ones.
 #[derive(Debug)]
 pub struct Proxy {
     router: Router,
-    client: Client<Connector, UpstreamBody>,
+    /// One pool per serving thread (see [`set_worker`]): a request's upstream connection is
+    /// driven by a task on the thread that serves the request.
+    clients: Box<[Client<Connector, UpstreamBody>]>,
     response_timeout: Duration,
     body_idle_timeout: Duration,
     max_body: usize,
@@ -211,7 +223,9 @@ impl Proxy {
         let connector = client::connector(u.ca_file.as_deref(), client_cert, u.connect_timeout.0)?;
         Ok(Proxy {
             router,
-            client: client::pooled(connector, u.pool_idle_timeout.0),
+            clients: (0..config.server.effective_workers())
+                .map(|_| client::pooled(connector.clone(), u.pool_idle_timeout.0))
+                .collect(),
             response_timeout: u.response_timeout.0,
             body_idle_timeout: u.body_idle_timeout.0,
             max_body: config.limits.max_observed_body.0,
@@ -432,7 +446,8 @@ impl Proxy {
     }
 
     async fn send_request(&self, request: Request<UpstreamBody>) -> Sent {
-        tokio::time::timeout(self.response_timeout, self.client.request(request)).await
+        let client = &self.clients[WORKER.get() % self.clients.len()];
+        tokio::time::timeout(self.response_timeout, client.request(request)).await
     }
 
     /// The client's response: the upstream's, tapped when observed (and with the traces of
