@@ -17,26 +17,21 @@
 
 mod support;
 
-use std::convert::Infallible;
+use genai_tap::mock::{ChannelBody, MockResponse, serve_with};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -79,22 +74,7 @@ fn chunk(i: usize, stamp: u64) -> Bytes {
     ))
 }
 
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-type MockBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
-
-async fn mock_answer(req: Request<Incoming>, epoch: Instant) -> Response<MockBody> {
+async fn mock_answer(req: Request<Incoming>, epoch: Instant) -> MockResponse {
     let mode = req.uri().query().unwrap_or("").to_owned();
     let _ = req.into_body().collect().await;
     let stream = |rx| {
@@ -145,35 +125,12 @@ async fn mock_answer(req: Request<Incoming>, epoch: Instant) -> Response<MockBod
     }
 }
 
-async fn serve<S, F>(listener: TcpListener, handler: S)
-where
-    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = Response<MockBody>> + Send + 'static,
-{
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
 async fn start_mock(epoch: Instant) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the mock");
     let addr = listener.local_addr().expect("mock address");
-    tokio::spawn(serve(listener, move |req| mock_answer(req, epoch)));
+    tokio::spawn(serve_with(listener, move |req| mock_answer(req, epoch)));
     addr
 }
 
@@ -183,7 +140,7 @@ async fn start_receiver(spans: Arc<AtomicU64>) -> SocketAddr {
         .await
         .expect("bind the receiver");
     let addr = listener.local_addr().expect("receiver address");
-    tokio::spawn(serve(listener, move |req: Request<Incoming>| {
+    tokio::spawn(serve_with(listener, move |req: Request<Incoming>| {
         let spans = spans.clone();
         async move {
             let traces = req.uri().path() == "/v1/traces";

@@ -64,16 +64,30 @@ pub async fn spawn(config: MockConfig) -> std::io::Result<SocketAddr> {
 
 pub async fn serve(listener: TcpListener, config: MockConfig) {
     let config = Arc::new(config);
+    serve_with(listener, move |req| {
+        let config = config.clone();
+        async move { handle(&config, req).await }
+    })
+    .await;
+}
+
+/// Serves every connection on `listener` (HTTP/1.1 and h2c) with `handler`, until the runtime
+/// stops: the mock's server, for benchmarks that answer in their own way.
+pub async fn serve_with<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = MockResponse> + Send + 'static,
+{
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let config = config.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(handle(&config, req).await) }
+                let answer = handler(req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -82,7 +96,8 @@ pub async fn serve(listener: TcpListener, config: MockConfig) {
     }
 }
 
-type MockResponse = Response<Either<Full<Bytes>, ChannelBody>>;
+/// What the mock answers: a whole body, or one fed chunk by chunk.
+pub type MockResponse = Response<Either<Full<Bytes>, ChannelBody>>;
 
 fn json_response(status: StatusCode, body: &Value) -> MockResponse {
     let mut r = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
