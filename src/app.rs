@@ -216,9 +216,18 @@ impl App {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut finished = Vec::with_capacity(workers);
         for index in 0..workers.max(1) {
-            let listener = listener
+            // Everything that can fail is set up here, so a failure stops start-up.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("cannot start a serving thread's event loop"))?;
+            let own = listener
                 .try_clone()
                 .map_err(io("cannot share the listener between serving threads"))?;
+            let own = {
+                let _inside = runtime.enter();
+                TcpListener::from_std(own).map_err(io("cannot listen on a serving thread"))?
+            };
             let (app, mut stopped) = (self.clone(), stopped.clone());
             let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
             finished.push(finished_rx);
@@ -226,28 +235,11 @@ impl App {
                 .name(format!("genai-tap-{index}"))
                 .spawn(move || {
                     crate::proxy::set_worker(index);
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(e) => {
-                            tracing::error!(error = %e, worker = index, "cannot start a serving thread");
-                            return;
-                        }
-                    };
                     runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                app.serve(listener, async move {
-                                    let _ = stopped.wait_for(|stop| *stop).await;
-                                })
-                                .await;
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, worker = index, "cannot listen on a serving thread");
-                            }
-                        }
+                        app.serve(own, async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        })
+                        .await;
                     });
                     drop(done);
                 })
