@@ -193,7 +193,7 @@ impl App {
         self.proxy.observer().settled().await;
     }
 
-    /// [`App::serve`] on `workers` threads of their own, each with a single-threaded event
+    /// [`App::serve`] on threads of their own (`server.workers`, one per upstream pool), each with a single-threaded event
     /// loop accepting from the same listener. A connection, its upstream calls and its
     /// observers then stay on one thread: on one multi-threaded runtime the hand-offs between
     /// hyper's server and client connection tasks and the observers crossed threads, a wake-up
@@ -203,9 +203,9 @@ impl App {
     pub async fn serve_on_workers(
         &self,
         listener: TcpListener,
-        workers: usize,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
+        let workers = self.proxy.serving_threads();
         let io = |context: &str| {
             let context = context.to_owned();
             move |source| AppError::Io { context, source }
@@ -215,7 +215,7 @@ impl App {
             .map_err(io("cannot hand the listener to the serving threads"))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut finished = Vec::with_capacity(workers);
-        for index in 0..workers.max(1) {
+        for index in 0..workers {
             // Everything that can fail is set up here, so a failure stops start-up.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -235,12 +235,7 @@ async fn run(config: Config) -> Result<(), AppError> {
         capture,
         "genai-tap ready"
     );
-    app.serve_on_workers(
-        listener,
-        config.server.effective_workers(),
-        shutdown_signal(),
-    )
-    .await?;
+    app.serve_on_workers(listener, shutdown_signal()).await?;
     app.shutdown_telemetry(FLUSH_DEADLINE).await;
     let _ = admin_stop.send(());
     let _ = admin.await;

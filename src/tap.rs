@@ -110,9 +110,9 @@ pub enum TapEvent {
 /// Events handed to the observer in one go.
 pub type Batch = Vec<TapEvent>;
 
-/// Most events the tap holds before handing them over. Each hand-over wakes the observer (often
-/// on the other core): a small exchange hands over once, at its end, and a burst of frames once
-/// every this many, rather than once per frame.
+/// Most events the tap holds before handing them over. Each hand-over wakes the observer task: a
+/// small exchange hands over once, at its end, and a burst of frames once every this many,
+/// rather than once per frame.
 const BATCH: usize = 32;
 
 /// Starts the exchange's observer; called on the first hand-over, so an exchange that ends

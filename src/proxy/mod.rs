@@ -262,6 +262,11 @@ impl Proxy {
         &self.observer
     }
 
+    /// How many threads serve the proxy port: one upstream pool each (`server.workers`).
+    pub fn serving_threads(&self) -> usize {
+        self.clients.len()
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
