@@ -7,9 +7,10 @@
 //! another. Spans and log records (events) share this code through [`Destination`].
 //! Does not: build spans or records, or pick exporters.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
@@ -17,7 +18,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::stats::{LogLimiter, Stats};
@@ -107,17 +108,54 @@ impl<E: LogExporter + 'static> Destination for Events<E> {
     }
 }
 
-enum Message<T> {
-    Item(Box<T>),
+/// What the export task is asked to do besides exporting on its own schedule.
+enum Control {
     Flush(oneshot::Sender<()>),
     /// Export what is queued, stop the exporter, and stop taking items.
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The items waiting for export, shared by the handle (which pushes) and the export task
+/// (which takes whole batches). Offering takes an uncontended lock and wakes the task only when
+/// a full batch is waiting: the telemetry thread is not woken once per span, which on a loaded
+/// machine cost a cross-thread wake-up and a context switch per proxied request.
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    /// Raised when a full batch is waiting (a stored permit is not lost while the task exports).
+    full: Notify,
+}
+
+struct QueueState<T> {
+    items: VecDeque<T>,
+    /// False once the pipeline has shut down: later items are dropped and counted.
+    open: bool,
+}
+
+impl<T> Queue<T> {
+    /// The state; a panic while it was held (there is no code that can) does not stop export.
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Up to `max` items from the front; fewer only when `partial` (none otherwise).
+    fn take(&self, max: usize, partial: bool) -> Vec<T> {
+        let mut state = self.state();
+        let n = state.items.len().min(max);
+        if n == 0 || (n < max && !partial) {
+            return Vec::new();
+        }
+        state.items.drain(..n).collect()
+    }
+}
+
 /// The handle of one destination's queue and export task.
 pub struct Pipeline<T> {
     name: &'static str,
-    tx: mpsc::Sender<Message<T>>,
+    queue: Arc<Queue<T>>,
+    control: mpsc::Sender<Control>,
+    settings: BatchSettings,
     stats: Arc<Stats>,
     counters: Counters,
     drops: LogLimiter,
@@ -139,11 +177,27 @@ impl<T: Send + 'static> Pipeline<T> {
         settings: BatchSettings,
         stats: Arc<Stats>,
     ) -> Pipeline<T> {
-        let (tx, rx) = mpsc::channel(settings.max_queue_size);
-        tokio::spawn(run(name, destination, rx, settings, stats.clone()));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                open: true,
+            }),
+            full: Notify::new(),
+        });
+        let (control, rx) = mpsc::channel(4);
+        tokio::spawn(run(
+            name,
+            destination,
+            queue.clone(),
+            rx,
+            settings,
+            stats.clone(),
+        ));
         Pipeline {
             name,
-            tx,
+            queue,
+            control,
+            settings,
             stats,
             counters: D::COUNTERS,
             drops: LogLimiter::new(Duration::from_secs(30)),
@@ -152,18 +206,26 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Queues an item for export, or drops it (counted) when the queue is full.
     pub fn offer(&self, item: T) {
-        match self.tx.try_send(Message::Item(Box::new(item))) {
-            Ok(()) => Stats::incr((self.counters.queued)(&self.stats)),
-            Err(_) => {
-                Stats::incr((self.counters.dropped)(&self.stats));
-                if let Some(suppressed) = self.drops.check() {
-                    tracing::warn!(
-                        exporter = self.name,
-                        suppressed,
-                        "export queue full; dropping telemetry (the proxied traffic is unaffected)"
-                    );
-                }
+        let mut state = self.queue.state();
+        let len = state.items.len();
+        if !state.open || len >= self.settings.max_queue_size {
+            drop(state);
+            Stats::incr((self.counters.dropped)(&self.stats));
+            if let Some(suppressed) = self.drops.check() {
+                tracing::warn!(
+                    exporter = self.name,
+                    suppressed,
+                    "export queue full; dropping telemetry (the proxied traffic is unaffected)"
+                );
             }
+            return;
+        }
+        state.items.push_back(item);
+        drop(state);
+        Stats::incr((self.counters.queued)(&self.stats));
+        // Items arrive one at a time, so the length passes through every value on its way up.
+        if len + 1 == self.settings.max_export_batch_size {
+            self.queue.full.notify_one();
         }
     }
 
@@ -173,22 +235,22 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Items waiting in the queue now.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.state().items.len()
     }
 
     /// Exports everything queued so far; returns when the exporter has answered for it.
     pub async fn flush(&self) {
-        self.call(Message::Flush).await;
+        self.call(Control::Flush).await;
     }
 
     /// Exports what is queued and stops the exporter; later items are dropped (and counted).
     pub async fn shutdown(&self) {
-        self.call(Message::Shutdown).await;
+        self.call(Control::Shutdown).await;
     }
 
-    async fn call(&self, message: fn(oneshot::Sender<()>) -> Message<T>) {
+    async fn call(&self, message: fn(oneshot::Sender<()>) -> Control) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(message(done)).await.is_ok() {
+        if self.control.send(message(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -197,20 +259,28 @@ impl<T: Send + 'static> Pipeline<T> {
 struct Exporting<'a, D: Destination> {
     name: &'static str,
     destination: &'a D,
+    queue: &'a Queue<D::Item>,
     settings: BatchSettings,
     stats: &'a Stats,
     failures: LogLimiter,
 }
 
 impl<D: Destination> Exporting<'_, D> {
-    async fn export(&self, batch: &mut Vec<D::Item>) {
-        if batch.is_empty() {
-            return;
+    /// Exports queued items a batch at a time: every full batch, and with `partial` the rest
+    /// too. Items offered while an export is under way are taken by the next round.
+    async fn drain(&self, partial: bool) {
+        loop {
+            let batch = self
+                .queue
+                .take(self.settings.max_export_batch_size, partial);
+            if batch.is_empty() {
+                return;
+            }
+            self.export(batch).await;
         }
-        let items = std::mem::replace(
-            batch,
-            Vec::with_capacity(self.settings.max_export_batch_size),
-        );
+    }
+
+    async fn export(&self, items: Vec<D::Item>) {
         let n = items.len() as u64;
         let outcome =
             tokio::time::timeout(self.settings.export_timeout, self.destination.export(items))
@@ -229,7 +299,10 @@ impl<D: Destination> Exporting<'_, D> {
         }
     }
 
-    fn stop(&self) {
+    /// Exports everything and stops the exporter; the queue takes no more items.
+    async fn stop(&self) {
+        self.queue.state().open = false;
+        self.drain(true).await;
         if let Err(e) = self.destination.shutdown() {
             tracing::debug!(exporter = self.name, error = %e, "exporter shutdown reported an error");
         }
@@ -239,18 +312,19 @@ impl<D: Destination> Exporting<'_, D> {
 async fn run<D: Destination>(
     name: &'static str,
     destination: D,
-    mut rx: mpsc::Receiver<Message<D::Item>>,
+    queue: Arc<Queue<D::Item>>,
+    mut control: mpsc::Receiver<Control>,
     settings: BatchSettings,
     stats: Arc<Stats>,
 ) {
     let exporting = Exporting {
         name,
         destination: &destination,
+        queue: &queue,
         settings,
         stats: &stats,
         failures: LogLimiter::new(Duration::from_secs(30)),
     };
-    let mut batch: Vec<D::Item> = Vec::with_capacity(settings.max_export_batch_size);
     let mut tick = tokio::time::interval_at(
         Instant::now() + settings.schedule_delay,
         settings.schedule_delay,
@@ -258,38 +332,25 @@ async fn run<D: Destination>(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            message = rx.recv() => match message {
-                Some(Message::Item(item)) => {
-                    batch.push(*item);
-                    if batch.len() >= settings.max_export_batch_size {
-                        exporting.export(&mut batch).await;
-                    }
-                }
-                Some(Message::Flush(done)) => {
-                    exporting.export(&mut batch).await;
+            biased;
+            message = control.recv() => match message {
+                Some(Control::Flush(done)) => {
+                    exporting.drain(true).await;
                     let _ = done.send(());
                 }
-                Some(Message::Shutdown(done)) => {
-                    rx.close();
-                    // Items queued behind the shutdown belong to exchanges that finished before it.
-                    while let Ok(message) = rx.try_recv() {
-                        match message {
-                            Message::Item(item) => batch.push(*item),
-                            Message::Flush(d) | Message::Shutdown(d) => { let _ = d.send(()); }
-                        }
-                    }
-                    exporting.export(&mut batch).await;
-                    exporting.stop();
+                Some(Control::Shutdown(done)) => {
+                    exporting.stop().await;
                     let _ = done.send(());
                     return;
                 }
+                // Every handle is gone: nothing more can be offered.
                 None => break,
             },
-            _ = tick.tick() => exporting.export(&mut batch).await,
+            () = queue.full.notified() => exporting.drain(false).await,
+            _ = tick.tick() => exporting.drain(true).await,
         }
     }
-    exporting.export(&mut batch).await;
-    exporting.stop();
+    exporting.stop().await;
 }
 
 #[cfg(test)]
@@ -359,6 +420,30 @@ mod tests {
             1,
             "after shutdown, spans are dropped and counted"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_exported_at_once_and_the_rest_on_the_schedule() {
+        let exporter = MemoryExporter::default();
+        let stats = Arc::new(Stats::default());
+        let p = Pipeline::spawn(
+            "mem",
+            Spans::new(exporter.clone(), &resource()),
+            settings(16, 4),
+            stats.clone(),
+        );
+        for _ in 0..6 {
+            p.offer(span("x"));
+        }
+        // The clock is paused: it moves only when every task waits, so this lets the export
+        // task run and nothing else happen.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(exporter.spans().len(), 4, "the full batch went at once");
+        assert_eq!(p.depth(), 2, "the partial batch waits for the schedule");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(exporter.spans().len(), 6, "the schedule took the rest");
+        assert_eq!(p.depth(), 0);
+        assert_eq!(stats.snapshot().spans_exported, 6);
     }
 
     /// An exporter that never answers until released: a black-holed collector.
