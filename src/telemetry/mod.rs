@@ -14,6 +14,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod semconv;
 pub mod span;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,11 +245,17 @@ impl Telemetry {
         for kind in config.exporters() {
             builder = match kind {
                 ExporterKind::Otlp => {
-                    builder = builder.exporter(
-                        "otlp",
-                        format!("OTLP {protocol} to {}", otlp.traces_url()),
-                        otlp::span_exporter(otlp)?,
-                    );
+                    let description = format!("OTLP {protocol} to {}", otlp.traces_url());
+                    builder = match otlp.protocol {
+                        OtlpProtocol::HttpProtobuf => builder.exporter(
+                            "otlp",
+                            description,
+                            otlp::HttpSpanExporter::new(otlp)?,
+                        ),
+                        OtlpProtocol::Grpc => {
+                            builder.exporter("otlp", description, otlp::grpc_span_exporter(otlp)?)
+                        }
+                    };
                     if events {
                         builder = builder.event_exporter(
                             "otlp-logs",
