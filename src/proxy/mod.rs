@@ -323,8 +323,8 @@ impl Proxy {
             .begin_trace(&parts.headers, api.operation().as_str());
         if self.propagate {
             // The upstream's spans nest under the proxy's; the app's tracestate rides along.
-            let value = context::traceparent(trace.trace_id, trace.span_id, trace.sampled);
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            if let Some(value) = context::traceparent(trace.trace_id, trace.span_id, trace.sampled)
+            {
                 parts.headers.insert(context::TRACEPARENT, value);
             }
         }

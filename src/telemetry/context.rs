@@ -60,14 +60,26 @@ pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("tracepa
 pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 pub const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 
-/// The `traceparent` for a span.
-pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
+/// The `traceparent` header value for a span, `00-{trace id}-{span id}-{flags}`, written in
+/// place: it is built for every observed request.
+pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Option<http::HeaderValue> {
+    fn hex(out: &mut [u8], bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+    }
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&mut out[3..35], &trace_id.to_bytes());
+    hex(&mut out[36..52], &span_id.to_bytes());
     let flags = if sampled {
         TraceFlags::SAMPLED
     } else {
         TraceFlags::default()
     };
-    format!("00-{trace_id}-{span_id}-{:02x}", flags.to_u8())
+    hex(&mut out[53..55], &[flags.to_u8()]);
+    http::HeaderValue::from_bytes(&out).ok()
 }
 
 /// `key=value` members of a `baggage` header, percent-decoded; properties (`;…`) dropped.
@@ -94,7 +106,11 @@ mod tests {
         assert_eq!(p.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.span_id.to_string(), "00f067aa0ba902b7");
         assert!(p.sampled);
-        assert_eq!(traceparent(p.trace_id, p.span_id, true), v);
+        assert_eq!(traceparent(p.trace_id, p.span_id, true).unwrap(), v);
+        assert_eq!(
+            traceparent(TraceId::from(1u128), SpanId::from(0xabu64), false).unwrap(),
+            "00-00000000000000000000000000000001-00000000000000ab-00"
+        );
         assert!(
             !parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
                 .unwrap()

@@ -150,18 +150,24 @@ impl Instruments {
             opentelemetry::Value::String(ex.target.host.clone().into()),
         ));
         base.push(KeyValue::new(SERVER_PORT, i64::from(ex.target.port)));
+        // Shared, so the attribute sets below copy a pointer, not the name.
+        let shared = |s: &str| opentelemetry::Value::String(Arc::<str>::from(s).into());
         if let Some(model) = &ex.request.model {
-            base.push(KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()));
+            base.push(KeyValue::new(GEN_AI_REQUEST_MODEL, shared(model)));
         }
         if let Some(model) = &ex.response.model {
-            base.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, model.clone()));
+            base.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, shared(model)));
         }
 
-        let mut with_error = base.clone();
-        if let Some(failure) = &ex.failure {
-            with_error.push(KeyValue::new(ERROR_TYPE, failure.error_type()));
+        let duration = ex.duration.as_secs_f64();
+        match &ex.failure {
+            None => self.duration.record(duration, &base),
+            Some(failure) => {
+                let mut with_error = base.clone();
+                with_error.push(KeyValue::new(ERROR_TYPE, failure.error_type()));
+                self.duration.record(duration, &with_error);
+            }
         }
-        self.duration.record(ex.duration.as_secs_f64(), &with_error);
 
         let usage = &ex.response.usage;
         for (kind, count) in [
