@@ -32,8 +32,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -131,42 +129,6 @@ async fn start_mock(epoch: Instant) -> SocketAddr {
         .expect("bind the mock");
     let addr = listener.local_addr().expect("mock address");
     tokio::spawn(serve_with(listener, move |req| mock_answer(req, epoch)));
-    addr
-}
-
-/// An OTLP/HTTP receiver that decodes every trace export and counts its spans.
-async fn start_receiver(spans: Arc<AtomicU64>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
-    let addr = listener.local_addr().expect("receiver address");
-    tokio::spawn(serve_with(listener, move |req: Request<Incoming>| {
-        let spans = spans.clone();
-        async move {
-            let traces = req.uri().path() == "/v1/traces";
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            if traces && let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                let n: usize = export
-                    .resource_spans
-                    .iter()
-                    .flat_map(|r| &r.scope_spans)
-                    .map(|s| s.spans.len())
-                    .sum();
-                spans.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/x-protobuf"),
-            );
-            r
-        }
-    }));
     addr
 }
 
@@ -589,8 +551,12 @@ fn main() {
         .expect("a runtime");
     let epoch = Instant::now();
     let spans = Arc::new(AtomicU64::new(0));
-    let (mock, receiver) =
-        runtime.block_on(async { (start_mock(epoch).await, start_receiver(spans.clone()).await) });
+    let (mock, receiver) = runtime.block_on(async {
+        (
+            start_mock(epoch).await,
+            support::start_receiver(spans.clone()).await,
+        )
+    });
     let dir = std::env::temp_dir().join(format!("genai-tap-loadbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     let script = dir.join("post.lua");

@@ -10,8 +10,29 @@ pub fn binary() -> String {
 
 /// Starts `genai-tap run` with `args` and `env` (on a clean environment, JSON logs, admin port
 /// on any free port) and waits for its ready line: the child and the address it listens on.
+#[allow(
+    dead_code,
+    reason = "the instructions bench always runs the binary under valgrind"
+)]
 pub fn start_ready(args: &[&str], env: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(binary())
+    start_ready_under(&[], args, env)
+}
+
+/// [`start_ready`], the binary run by `wrapper` (a program and its arguments, e.g. valgrind).
+pub fn start_ready_under(
+    wrapper: &[String],
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Child, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary());
+            c
+        }
+        None => Command::new(binary()),
+    };
+    let mut child = command
         .arg("run")
         .args(args)
         .env_clear()
@@ -43,4 +64,53 @@ pub fn start_ready(args: &[&str], env: &[(String, String)]) -> (Child, String) {
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (child, addr)
+}
+
+/// An OTLP/HTTP receiver that decodes every trace export and counts its spans.
+#[allow(dead_code, reason = "the footprint bench exports nowhere")]
+pub async fn start_receiver(
+    spans: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    use std::sync::atomic::Ordering;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let addr = listener.local_addr().expect("receiver address");
+    tokio::spawn(genai_tap::mock::serve_with(
+        listener,
+        move |req: http::Request<hyper::body::Incoming>| {
+            let spans = spans.clone();
+            async move {
+                let traces = req.uri().path() == "/v1/traces";
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                if traces && let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                    let n: usize = export
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    spans.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                let mut r =
+                    http::Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                r
+            }
+        },
+    ));
+    addr
 }
