@@ -10,7 +10,8 @@
 //! after another on one connection to the crate's mock upstream, every span exported over
 //! OTLP/HTTP to a live receiver before the exit. (run − idle) / N is the figure. User-space
 //! instructions only: the kernel's share (the socket calls) is not in it. Settings:
-//! INSTRUCTIONS_REQUESTS (default 1000). It asserts nothing.
+//! INSTRUCTIONS_REQUESTS (default 1000); INSTRUCTIONS_KEEP=dir keeps each run's callgrind file
+//! there, for `callgrind_annotate --inclusive=yes`. It asserts nothing.
 
 mod support;
 
@@ -84,7 +85,18 @@ fn count(
         .status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
+    match std::env::var("INSTRUCTIONS_KEEP") {
+        Ok(dir) => {
+            let kept =
+                std::path::Path::new(&dir).join(format!("callgrind-{requests}-{}.out", body.len()));
+            if std::fs::rename(&out, &kept).is_ok() {
+                println!("  kept {} (callgrind_annotate it)", kept.display());
+            }
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&out);
+        }
+    }
     if exported < requests {
         println!("  (only {exported} of {requests} spans reached the receiver)");
     }

@@ -107,7 +107,8 @@ pub fn include_usage(body: &[u8]) -> Option<Vec<u8>> {
 enum Verdict {
     Keep,
     Drop,
-    Replace(Vec<u8>),
+    /// Keep the event without this byte range of it (the injected member and one comma).
+    Cut(std::ops::Range<usize>),
 }
 
 fn verdict(event: &[u8]) -> Verdict {
@@ -159,12 +160,7 @@ fn verdict(event: &[u8]) -> Verdict {
         return Verdict::Keep;
     }
     let cut = json_edit::removal(&members, usage);
-    let mut out = Vec::with_capacity(event.len());
-    out.extend_from_slice(&event[..data.start]);
-    out.extend_from_slice(&payload[..cut.start]);
-    out.extend_from_slice(&payload[cut.end..]);
-    out.extend_from_slice(&event[data.end..]);
-    Verdict::Replace(out)
+    Verdict::Cut(data.start + cut.start..data.start + cut.end)
 }
 
 /// The end of the first complete event in `b` (just past its blank line), if any.
@@ -213,45 +209,68 @@ impl UsageStripper {
         }
     }
 
-    /// Rewrites the next frame; returns what to forward now (possibly nothing).
+    /// Rewrites the next frame; returns what to forward now (possibly nothing). Each event is
+    /// judged once; until one needs a change, the frame's bytes are not copied.
     pub fn push(&mut self, input: Bytes) -> Bytes {
         if self.gave_up {
             return input;
         }
-        if self.pending.is_empty() {
-            // The usual frame: whole events, none touched, forwarded as is.
+        let held = !self.pending.is_empty();
+        if held {
+            self.pending.extend_from_slice(&input);
+        }
+        let (mut done, at) = {
+            let buf: &[u8] = if held { &self.pending } else { &input };
+            // `None` while every event so far is kept as it is: `buf[..at]` goes out whole.
+            let mut out: Option<BytesMut> = None;
             let mut at = 0;
-            let mut changed = false;
-            while let Some(end) = event_end(&input[at..]) {
-                if !matches!(verdict(&input[at..at + end]), Verdict::Keep) {
-                    changed = true;
-                    break;
+            while let Some(end) = event_end(&buf[at..]) {
+                let event = &buf[at..at + end];
+                let verdict = verdict(event);
+                let out = match (&mut out, &verdict) {
+                    (Some(out), _) => out,
+                    (None, Verdict::Keep) => {
+                        at += end;
+                        continue;
+                    }
+                    (None, _) => {
+                        let mut fresh = BytesMut::with_capacity(buf.len());
+                        fresh.extend_from_slice(&buf[..at]);
+                        out.insert(fresh)
+                    }
+                };
+                match verdict {
+                    Verdict::Keep => out.extend_from_slice(event),
+                    Verdict::Drop => {}
+                    Verdict::Cut(cut) => {
+                        out.extend_from_slice(&event[..cut.start]);
+                        out.extend_from_slice(&event[cut.end..]);
+                    }
                 }
                 at += end;
             }
-            if !changed && at == input.len() {
-                return input;
-            }
+            let done = match out {
+                Some(out) => out.freeze(),
+                None if held => Bytes::copy_from_slice(&buf[..at]),
+                None => input.slice(..at),
+            };
+            (done, at)
+        };
+        // What follows `at` is an event still incomplete: held for the next frame.
+        if held {
+            self.pending.drain(..at);
+        } else {
+            self.pending.extend_from_slice(&input[at..]);
         }
-        self.pending.extend_from_slice(&input);
-        let mut out = BytesMut::with_capacity(self.pending.len());
-        let mut at = 0;
-        while let Some(end) = event_end(&self.pending[at..]) {
-            let event = &self.pending[at..at + end];
-            match verdict(event) {
-                Verdict::Keep => out.extend_from_slice(event),
-                Verdict::Drop => {}
-                Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-            }
-            at += end;
-        }
-        self.pending.drain(..at);
         if self.pending.len() > self.max_pending {
             self.gave_up = true;
-            out.extend_from_slice(&self.pending);
+            let mut all = BytesMut::with_capacity(done.len() + self.pending.len());
+            all.extend_from_slice(&done);
+            all.extend_from_slice(&self.pending);
             self.pending.clear();
+            done = all.freeze();
         }
-        out.freeze()
+        done
     }
 
     /// The stream ended: whatever is held (an unterminated event) goes out as it is.
@@ -373,6 +392,22 @@ mod tests {
         let frame = Bytes::from(stream(false));
         let out = s.push(frame.clone());
         assert_eq!(out.as_ptr(), frame.as_ptr(), "the same buffer, not a copy");
+    }
+
+    #[test]
+    fn complete_events_go_out_at_once_and_a_partial_one_is_held() {
+        let mut s = UsageStripper::new(1 << 20);
+        let frame = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"usage\":nu");
+        let out = s.push(frame.clone());
+        assert_eq!(out, &b"data: {\"a\":1}\n\n"[..]);
+        assert_eq!(
+            out.as_ptr(),
+            frame.as_ptr(),
+            "a slice of the frame, not a copy"
+        );
+        let rest = s.push(Bytes::from_static(b"ll,\"b\":2}\n\n"));
+        assert_eq!(rest, &b"data: {\"b\":2}\n\n"[..]);
+        assert!(s.finish().is_empty());
     }
 
     #[test]

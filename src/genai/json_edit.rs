@@ -81,7 +81,8 @@ pub fn members(b: &[u8]) -> Option<(usize, Vec<Member>)> {
         return None;
     }
     let body = open + 1;
-    let mut out = Vec::new();
+    // A chat chunk has about eight members: room for them without regrowing.
+    let mut out = Vec::with_capacity(16);
     let mut i = skip_ws(b, body);
     if b.get(i) == Some(&b'}') {
         return Some((body, out));
