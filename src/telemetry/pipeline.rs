@@ -139,14 +139,23 @@ impl<T> Queue<T> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Up to `max` items from the front; fewer only when `partial` (none otherwise).
+    /// Up to `max` items from the front; fewer only when `partial` (none otherwise). The lock
+    /// is held for a swap of buffers, not for moving a batch: offering never waits on an export.
     fn take(&self, max: usize, partial: bool) -> Vec<T> {
+        let mut fresh = VecDeque::new();
         let mut state = self.state();
-        let n = state.items.len().min(max);
+        let len = state.items.len();
+        let n = len.min(max);
         if n == 0 || (n < max && !partial) {
             return Vec::new();
         }
-        state.items.drain(..n).collect()
+        if n < len {
+            // More than a batch waits: the rest (usually a few items) moves to a buffer of its own.
+            fresh = state.items.split_off(n);
+        }
+        let taken = std::mem::replace(&mut state.items, fresh);
+        drop(state);
+        Vec::from(taken)
     }
 }
 
