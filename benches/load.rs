@@ -142,10 +142,29 @@ struct Proc {
 }
 
 impl Drop for Proc {
+    /// A clean stop (SIGTERM, as nginx's master needs to take its workers down with it: a
+    /// SIGKILLed master leaves them running, holding their port and taking CPU from the next
+    /// runs), then SIGKILL for whatever is left.
     fn drop(&mut self) {
+        let signal = |sig: &str, pid: u32| {
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        };
         for c in &mut self.children {
+            signal("-TERM", c.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for &pid in &self.pids {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                signal("-KILL", pid);
+            }
         }
     }
 }
