@@ -166,23 +166,16 @@ fn verdict(event: &[u8]) -> Verdict {
 /// The end of the first complete event in `b` (just past its blank line), if any.
 fn event_end(b: &[u8]) -> Option<usize> {
     let mut line_start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\n' | b'\r' => {
-                let blank = i == line_start;
-                let mut next = i + 1;
-                if b[i] == b'\r' && b.get(next) == Some(&b'\n') {
-                    next += 1;
-                }
-                if blank {
-                    return Some(next);
-                }
-                line_start = next;
-                i = next;
-            }
-            _ => i += 1,
+    while let Some(offset) = memchr::memchr2(b'\n', b'\r', &b[line_start..]) {
+        let at = line_start + offset;
+        let mut next = at + 1;
+        if b[at] == b'\r' && b.get(next) == Some(&b'\n') {
+            next += 1;
         }
+        if at == line_start {
+            return Some(next);
+        }
+        line_start = next;
     }
     None
 }
@@ -392,6 +385,18 @@ mod tests {
         let frame = Bytes::from(stream(false));
         let out = s.push(frame.clone());
         assert_eq!(out.as_ptr(), frame.as_ptr(), "the same buffer, not a copy");
+    }
+
+    #[test]
+    fn events_end_at_a_blank_line_whatever_the_line_endings() {
+        assert_eq!(event_end(b"data: a\n\ndata: b\n\n"), Some(9));
+        assert_eq!(event_end(b"data: a\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: a\r\rrest"), Some(9));
+        assert_eq!(event_end(b"id: 1\ndata: a\n\n"), Some(15));
+        assert_eq!(event_end(b"\n"), Some(1));
+        assert_eq!(event_end(b"data: a\r\n"), None);
+        assert_eq!(event_end(b"data: a\r"), None);
+        assert_eq!(event_end(b""), None);
     }
 
     #[test]

@@ -26,14 +26,14 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// The end of the string starting at `i` (on its opening quote), past the closing quote.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
         }
+        // An escape: the next byte is taken as written, whatever it is.
+        i += 2;
     }
-    None
 }
 
 /// The end of the value starting at `i`.
