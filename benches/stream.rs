@@ -166,6 +166,43 @@ fn exchange(c: &mut Criterion) {
         b.iter(|| black_box(span::build(black_box(&ex), &scope, Default::default())))
     });
     group.finish();
+
+    // A full export batch of such spans, encoded as the OTLP/HTTP request body: our encoder
+    // against the SDK's path (owned protobuf structs, then prost).
+    use genai_tap::telemetry::wire;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use prost::Message;
+    let resource = opentelemetry_sdk::Resource::builder().build();
+    let batch: Vec<_> = (0..512)
+        .map(|_| span::build(&ex, &scope, Default::default()))
+        .collect();
+    let encoded = wire::EncodedResource::new(&resource);
+    let sdk_resource = ResourceAttributesWithSchema::from(&resource);
+    let mut group = c.benchmark_group("otlp_batch_512");
+    group.throughput(Throughput::Elements(512));
+    // Both consume the batch, as the exporters do (its drop is part of the cost).
+    group.bench_function("wire", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |spans| black_box(wire::export_trace_request(&encoded, &spans)),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("sdk_transform_and_prost", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |spans| {
+                let request = ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(spans, &sdk_resource),
+                };
+                black_box(request.encode_to_vec())
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
 }
 
 criterion_group!(benches, sse, extraction, exchange);
