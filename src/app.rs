@@ -236,6 +236,8 @@ impl App {
                 .spawn(move || {
                     crate::proxy::set_worker(index);
                     runtime.block_on(async move {
+                        // Ends with the runtime, when this thread is done serving.
+                        tokio::spawn(timer_anchor());
                         app.serve(own, async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         })
@@ -279,5 +281,21 @@ impl App {
     /// Exports what remains and stops the exporters.
     pub async fn shutdown_telemetry(&self, deadline: Duration) {
         self.telemetry.shutdown(deadline).await;
+    }
+}
+
+/// Keeps a timer on the calling event loop that is always due within a second.
+///
+/// Tokio's timer wakes its own event loop (an eventfd write, then an extra turn of the loop)
+/// whenever a timer is armed to fire before every timer already armed. On a connection with
+/// nothing else in flight that is every request: hyper's header-read timer was the earliest,
+/// one `write(2)` per request at one connection (strace). With a timer always due sooner,
+/// arming the per-request timers (header read, response, body idle: all seconds long) costs
+/// no syscall; the price is one wake-up a second on an idle thread.
+async fn timer_anchor() {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
