@@ -21,6 +21,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop headers, including any the `Connection` header lists.
 pub fn strip(headers: &mut HeaderMap) {
+    // Usually there is none: one pass over the names present, not a lookup per candidate. A
+    // header `Connection` lists only counts when `Connection` itself is present.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -62,5 +67,22 @@ mod tests {
             left,
             vec!["api-key", "authorization", "content-type", "x-request-id"]
         );
+    }
+
+    #[test]
+    fn without_hop_by_hop_headers_nothing_is_touched() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-session-token", "abc"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        let before = h.clone();
+        strip(&mut h);
+        assert_eq!(h, before);
+        h.append("keep-alive", "timeout=5".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h, before, "a lone hop-by-hop header is still removed");
     }
 }
