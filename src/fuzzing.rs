@@ -71,6 +71,26 @@ pub fn genai(data: &[u8]) {
     });
     decoder.finish();
     let _ = stream.finish();
+
+    // Usage injection and stripping (the forwarding path): never a panic, and the same bytes
+    // out however the stream is cut into frames.
+    let _ = genai::inject::include_usage(body);
+    let strip = |frames: &[&[u8]]| {
+        let mut stripper = genai::inject::UsageStripper::new(1 << 20);
+        let mut out = Vec::new();
+        for frame in frames {
+            out.extend_from_slice(&stripper.push(bytes::Bytes::copy_from_slice(frame)));
+        }
+        out.extend_from_slice(&stripper.finish());
+        out
+    };
+    let stride = usize::from(*selector >> 2).max(1);
+    let frames: Vec<&[u8]> = body.chunks(stride).collect();
+    assert_eq!(
+        strip(&frames),
+        strip(&[body]),
+        "usage stripping, cut into {stride}-byte frames"
+    );
 }
 
 /// Decompression for the observer's copy: never a panic, never more output than the limit,

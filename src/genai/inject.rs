@@ -169,8 +169,14 @@ fn event_end(b: &[u8]) -> Option<usize> {
     while let Some(offset) = memchr::memchr2(b'\n', b'\r', &b[line_start..]) {
         let at = line_start + offset;
         let mut next = at + 1;
-        if b[at] == b'\r' && b.get(next) == Some(&b'\n') {
-            next += 1;
+        if b[at] == b'\r' {
+            match b.get(next) {
+                Some(b'\n') => next += 1,
+                Some(_) => {}
+                // A `\n` may follow in the next frame: decide when it has come, so where the
+                // stream was cut never changes where an event ends.
+                None => return None,
+            }
         }
         if at == line_start {
             return Some(next);
@@ -396,7 +402,25 @@ mod tests {
         assert_eq!(event_end(b"\n"), Some(1));
         assert_eq!(event_end(b"data: a\r\n"), None);
         assert_eq!(event_end(b"data: a\r"), None);
+        assert_eq!(
+            event_end(b"data: a\n\r"),
+            None,
+            "the \\r may be half of a \\r\\n"
+        );
         assert_eq!(event_end(b""), None);
+    }
+
+    #[test]
+    fn a_crlf_cut_between_frames_ends_the_event_where_it_would_whole() {
+        let whole =
+            b"data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\r\ndata: {\"a\":1}\n\n";
+        let at = whole.iter().position(|&b| b == b'\r').unwrap() + 1;
+        assert_eq!(strip(&[&whole[..at], &whole[at..]]), strip(&[whole]));
+        assert_eq!(
+            strip(&[whole]),
+            b"data: {\"a\":1}\n\n",
+            "the usage-only event is dropped"
+        );
     }
 
     #[test]
