@@ -12,20 +12,13 @@ use support::otlp::{OtlpReceiver, int, string, value};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use support::process::{command, run, sigterm, terminate, wait};
+use support::process::{command, run, run_exporting, sigterm, terminate, wait};
 use support::{Chunk, LIMIT, Reply, Upstream, client, fixture, post_json, send};
 
 async fn export_over(protocol: &str) {
-    let receiver = OtlpReceiver::start().await;
-    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
-        .await
-        .unwrap();
-    let endpoint = format!("http://{}", receiver.addr);
-    let mut running = run(
-        &format!("http://{mock}"),
+    let (receiver, mut running) = run_exporting(
+        protocol,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-key=k-123"),
             ("OTEL_SERVICE_NAME", "e2e-app"),
             (
@@ -35,7 +28,8 @@ async fn export_over(protocol: &str) {
             // Long enough that only the flush on exit can deliver the spans.
             ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ],
-    );
+    )
+    .await;
     let url = format!("http://{}/v1/chat/completions", running.addr);
     let plain = post_json(
         &url,
@@ -122,20 +116,14 @@ async fn export_over(protocol: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_serving_threads_share_the_port_and_every_span_is_exported_on_sigterm() {
-    let receiver = OtlpReceiver::start().await;
-    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
-        .await
-        .unwrap();
-    let endpoint = format!("http://{}", receiver.addr);
-    let mut running = run(
-        &format!("http://{mock}"),
+    let (receiver, mut running) = run_exporting(
+        "http/protobuf",
         &[
             ("GENAI_TAP_SERVER__WORKERS", "3"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ],
-    );
+    )
+    .await;
     let url = format!("http://{}/v1/chat/completions", running.addr);
     // A connection each, at once, so the threads accepting from the one listener all serve.
     let requests: Vec<_> = (0..12)

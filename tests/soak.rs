@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use support::otlp::OtlpReceiver;
-use support::process::{run, terminate};
+use support::process::{run_exporting, terminate};
 
 const WORKERS: usize = 8;
 /// RSS may wander this much above its post-warm-up level (allocator noise), no more.
@@ -106,20 +105,14 @@ async fn worker(
 async fn memory_and_descriptors_stay_flat_and_every_request_gets_one_span() {
     let total = Duration::from_secs(seconds());
     let warm_up = total / 3;
-    let receiver = OtlpReceiver::start().await;
-    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
-        .await
-        .unwrap();
-    let endpoint = format!("http://{}", receiver.addr);
-    let mut running = run(
-        &format!("http://{mock}"),
+    let (receiver, mut running) = run_exporting(
+        "grpc",
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
         ],
-    );
+    )
+    .await;
     let pid = running.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));

@@ -29,13 +29,23 @@ struct Writer {
     buf: Vec<u8>,
 }
 
+/// `v` as a protobuf varint at the start of `out`; how many bytes it took.
+fn varint_bytes(mut v: u64, out: &mut [u8; 10]) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
 impl Writer {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    fn varint(&mut self, v: u64) {
+        let mut bytes = [0u8; 10];
+        let n = varint_bytes(v, &mut bytes);
+        self.buf.extend_from_slice(&bytes[..n]);
     }
 
     fn tag(&mut self, field: u32, wire: u8) {
@@ -95,15 +105,7 @@ impl Writer {
             return;
         }
         let mut prefix = [0u8; 10];
-        let mut n = 0;
-        let mut v = len as u64;
-        while v >= 0x80 {
-            prefix[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        prefix[n] = v as u8;
-        n += 1;
+        let n = varint_bytes(len as u64, &mut prefix);
         self.buf.splice(at..at + 1, prefix[..n].iter().copied());
     }
 

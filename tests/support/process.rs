@@ -40,6 +40,26 @@ pub fn run(upstream: &str, env: &[(&str, &str)]) -> Running {
     run_with(&[], upstream, env, Stdio::null())
 }
 
+/// The binary in front of the crate's mock upstream, exporting over OTLP `protocol` to a fresh
+/// receiver, with `env` on top.
+pub async fn run_exporting(
+    protocol: &str,
+    env: &[(&str, &str)],
+) -> (super::otlp::OtlpReceiver, Running) {
+    let receiver = super::otlp::OtlpReceiver::start().await;
+    let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
+        .await
+        .unwrap();
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+    ];
+    all.extend_from_slice(env);
+    let running = run(&format!("http://{mock}"), &all);
+    (receiver, running)
+}
+
 /// `run` with extra arguments, and stdout where the test wants it (the console exporter).
 pub fn run_with(args: &[&str], upstream: &str, env: &[(&str, &str)], stdout: Stdio) -> Running {
     let mut env = env.to_vec();
