@@ -7,10 +7,13 @@
 //! destination has its own reader, so a slow one cannot hold up another. Does not: decide where
 //! metrics go (`telemetry`).
 
-use std::sync::{Arc, Weak};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Gauge, Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{
+    BoundCounter, BoundGauge, BoundHistogram, Gauge, Histogram, Meter, MeterProvider,
+};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -24,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::semconv::*;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Target};
+use crate::genai::Operation;
 use crate::stats::{LogLimiter, OPERATIONS, OUTCOMES, Stats};
 
 /// The conventions' advised boundaries for durations, in seconds.
@@ -135,98 +139,184 @@ impl Instruments {
         }
     }
 
-    fn record(&self, ex: &Exchange) {
-        let mut base = Vec::with_capacity(8);
-        base.push(KeyValue::new(
-            GEN_AI_OPERATION_NAME,
-            ex.api.operation().as_str(),
-        ));
-        base.push(KeyValue::new(
-            GEN_AI_PROVIDER_NAME,
-            opentelemetry::Value::String(ex.target.provider.clone().into()),
-        ));
-        base.push(KeyValue::new(
-            SERVER_ADDRESS,
-            opentelemetry::Value::String(ex.target.host.clone().into()),
-        ));
-        base.push(KeyValue::new(SERVER_PORT, i64::from(ex.target.port)));
-        // Shared, so the attribute sets below copy a pointer, not the name.
-        let shared = |s: &str| opentelemetry::Value::String(Arc::<str>::from(s).into());
-        if let Some(model) = &ex.request.model {
-            base.push(KeyValue::new(GEN_AI_REQUEST_MODEL, shared(model)));
-        }
-        if let Some(model) = &ex.response.model {
-            base.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, shared(model)));
-        }
-
+    /// Records through the exchange's series: bound instruments, so a measurement costs no
+    /// attribute hashing. Failures take the unbound path with `error.type` added (they are rare,
+    /// and their types many).
+    fn record(&self, ex: &Exchange, series: &Series) {
         let duration = ex.duration.as_secs_f64();
         match &ex.failure {
-            None => self.duration.record(duration, &base),
+            None => series
+                .duration
+                .get_or_init(|| self.duration.bind(&series.attributes))
+                .record(duration),
             Some(failure) => {
-                let mut with_error = base.clone();
+                let mut with_error = series.attributes.clone();
                 with_error.push(KeyValue::new(ERROR_TYPE, failure.error_type()));
                 self.duration.record(duration, &with_error);
             }
         }
 
         let usage = &ex.response.usage;
-        for (kind, count) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-        ] {
+        for (i, count) in [usage.input_tokens, usage.output_tokens]
+            .into_iter()
+            .enumerate()
+        {
             let Some(count) = count.and_then(|c| u64::try_from(c).ok()) else {
                 continue;
             };
             match self.names {
-                Names::V1_41 => {
-                    let mut attrs = base.clone();
-                    attrs.push(KeyValue::new(GEN_AI_TOKEN_TYPE, kind));
-                    self.tokens.record(count, &attrs);
-                }
-                Names::Latest => {
-                    self.token_counters[usize::from(kind == "output")].add(count, &base);
-                }
+                Names::V1_41 => series.tokens[i]
+                    .get_or_init(|| {
+                        let mut attrs = series.attributes.clone();
+                        attrs.push(KeyValue::new(GEN_AI_TOKEN_TYPE, TOKEN_TYPES[i]));
+                        self.tokens.bind(&attrs)
+                    })
+                    .record(count),
+                Names::Latest => series.token_counters[i]
+                    .get_or_init(|| self.token_counters[i].bind(&series.attributes))
+                    .add(count),
             }
         }
         if ex.streamed {
             if let Some(ttfc) = ex.time_to_first_chunk {
-                self.time_to_first_chunk.record(ttfc.as_secs_f64(), &base);
+                series
+                    .time_to_first_chunk
+                    .get_or_init(|| self.time_to_first_chunk.bind(&series.attributes))
+                    .record(ttfc.as_secs_f64());
             }
-            for gap in &ex.chunk_gaps_us {
-                self.time_per_output_chunk
-                    .record(f64::from(*gap) / 1_000_000.0, &base);
-            }
-        }
-        if let Some(overhead) = ex.overhead {
-            self.overhead.record(
-                overhead.as_secs_f64(),
-                &[
-                    KeyValue::new(GEN_AI_OPERATION_NAME, ex.api.operation().as_str()),
-                    KeyValue::new(GEN_AI_REQUEST_STREAM, ex.streamed),
-                ],
-            );
-        }
-        let limits = [
-            (
-                &self.remaining_tokens,
-                ex.upstream.ratelimit_remaining_tokens,
-            ),
-            (
-                &self.remaining_requests,
-                ex.upstream.ratelimit_remaining_requests,
-            ),
-        ];
-        if limits.iter().any(|(_, v)| v.is_some()) {
-            let mut attrs = vec![base[1].clone(), base[2].clone()];
-            if let Some(model) = ex.response.model.as_ref().or(ex.request.model.as_ref()) {
-                attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()));
-            }
-            for (gauge, value) in limits {
-                if let Some(v) = value {
-                    gauge.record(v, &attrs);
+            if !ex.chunk_gaps_us.is_empty() {
+                let per_chunk = series
+                    .time_per_output_chunk
+                    .get_or_init(|| self.time_per_output_chunk.bind(&series.attributes));
+                for gap in &ex.chunk_gaps_us {
+                    per_chunk.record(f64::from(*gap) / 1_000_000.0);
                 }
             }
         }
+        if let Some(overhead) = ex.overhead {
+            series.overhead[usize::from(ex.streamed)]
+                .get_or_init(|| {
+                    self.overhead.bind(&[
+                        KeyValue::new(GEN_AI_OPERATION_NAME, series.operation.as_str()),
+                        KeyValue::new(GEN_AI_REQUEST_STREAM, ex.streamed),
+                    ])
+                })
+                .record(overhead.as_secs_f64());
+        }
+        let limits = [
+            ex.upstream.ratelimit_remaining_tokens,
+            ex.upstream.ratelimit_remaining_requests,
+        ];
+        for (i, value) in limits.into_iter().enumerate() {
+            let Some(value) = value else { continue };
+            series.limits[i]
+                .get_or_init(|| {
+                    let gauge = [&self.remaining_tokens, &self.remaining_requests][i];
+                    let mut attrs = vec![
+                        KeyValue::new(GEN_AI_PROVIDER_NAME, series.target.provider.clone()),
+                        KeyValue::new(SERVER_ADDRESS, series.target.host.clone()),
+                    ];
+                    let model = series.response_model.as_ref();
+                    if let Some(model) = model.or(series.request_model.as_ref()) {
+                        attrs.push(KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()));
+                    }
+                    gauge.bind(&attrs)
+                })
+                .record(value);
+        }
+    }
+}
+
+/// `gen_ai.token.type` of `[input, output]`.
+const TOKEN_TYPES: [&str; 2] = ["input", "output"];
+
+/// How many series keep their bound instruments. Past it, the series seen longest ago gives
+/// its place up (its handles are dropped, so the SDK may evict its points as usual).
+const MAX_SERIES: usize = 64;
+
+/// One set of GenAI attributes (operation, provider, server, models) and the instruments bound
+/// to it, each bound the first time it records: binding up front would make cumulative readers
+/// export empty points (a time-to-first-chunk for a series that never streamed).
+#[derive(Debug)]
+struct Series {
+    operation: Operation,
+    target: Target,
+    request_model: Option<Arc<str>>,
+    response_model: Option<Arc<str>>,
+    /// The attributes every GenAI instrument shares.
+    attributes: Vec<KeyValue>,
+    duration: OnceLock<BoundHistogram<f64>>,
+    tokens: [OnceLock<BoundHistogram<u64>>; 2],
+    token_counters: [OnceLock<BoundCounter<u64>>; 2],
+    time_to_first_chunk: OnceLock<BoundHistogram<f64>>,
+    time_per_output_chunk: OnceLock<BoundHistogram<f64>>,
+    /// By `gen_ai.request.stream`.
+    overhead: [OnceLock<BoundHistogram<f64>>; 2],
+    /// Remaining tokens, remaining requests.
+    limits: [OnceLock<BoundGauge<i64>>; 2],
+}
+
+impl Series {
+    fn new(ex: &Exchange) -> Series {
+        let operation = ex.api.operation();
+        let request_model = ex.request.model.as_deref().map(Arc::<str>::from);
+        let response_model = ex.response.model.as_deref().map(Arc::<str>::from);
+        let mut attributes = vec![
+            KeyValue::new(GEN_AI_OPERATION_NAME, operation.as_str()),
+            KeyValue::new(GEN_AI_PROVIDER_NAME, ex.target.provider.clone()),
+            KeyValue::new(SERVER_ADDRESS, ex.target.host.clone()),
+            KeyValue::new(SERVER_PORT, i64::from(ex.target.port)),
+        ];
+        if let Some(model) = &request_model {
+            attributes.push(KeyValue::new(GEN_AI_REQUEST_MODEL, model.clone()));
+        }
+        if let Some(model) = &response_model {
+            attributes.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, model.clone()));
+        }
+        Series {
+            operation,
+            target: ex.target.clone(),
+            request_model,
+            response_model,
+            attributes,
+            duration: OnceLock::new(),
+            tokens: Default::default(),
+            token_counters: Default::default(),
+            time_to_first_chunk: OnceLock::new(),
+            time_per_output_chunk: OnceLock::new(),
+            overhead: Default::default(),
+            limits: Default::default(),
+        }
+    }
+
+    fn is_for(&self, ex: &Exchange) -> bool {
+        self.operation == ex.api.operation()
+            && self.target == ex.target
+            && self.request_model.as_deref() == ex.request.model.as_deref()
+            && self.response_model.as_deref() == ex.response.model.as_deref()
+    }
+}
+
+/// The series recorded lately, the busiest near the front.
+#[derive(Debug, Default)]
+struct SeriesCache(Mutex<VecDeque<Arc<Series>>>);
+
+impl SeriesCache {
+    fn get(&self, ex: &Exchange) -> Arc<Series> {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = cache.iter().position(|s| s.is_for(ex)) {
+            if i > 0 {
+                // Keeps the busiest series at the front, where the search starts.
+                cache.swap(0, i);
+            }
+            return cache[0].clone();
+        }
+        let series = Arc::new(Series::new(ex));
+        if cache.len() == MAX_SERIES {
+            cache.pop_back();
+        }
+        cache.push_front(series.clone());
+        series
     }
 }
 
@@ -292,6 +382,7 @@ impl Destination {
 #[derive(Debug)]
 pub struct Metrics {
     instruments: Instruments,
+    series: SeriesCache,
     controls: Vec<(&'static str, mpsc::Sender<Control>)>,
     _provider: SdkMeterProvider,
 }
@@ -320,6 +411,7 @@ impl Metrics {
         observe_stats(&meter, stats);
         Metrics {
             instruments: Instruments::new(&meter, names),
+            series: SeriesCache::default(),
             controls,
             _provider: provider,
         }
@@ -327,7 +419,8 @@ impl Metrics {
 
     /// Records an exchange; never waits.
     pub fn record(&self, exchange: &Exchange) {
-        self.instruments.record(exchange);
+        self.instruments
+            .record(exchange, &self.series.get(exchange));
     }
 
     pub async fn flush(&self) {
@@ -441,5 +534,258 @@ async fn run<E: PushMetricExporter>(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+
+    use super::*;
+    use crate::exchange::Failure;
+
+    /// A meter on a manual reader, with the instruments and the series cache the proxy uses.
+    struct Bench {
+        reader: SharedReader,
+        instruments: Instruments,
+        series: SeriesCache,
+        _provider: SdkMeterProvider,
+    }
+
+    impl Bench {
+        fn new(names: Names, temporality: Temporality) -> Bench {
+            let reader = SharedReader(Arc::new(
+                ManualReader::builder()
+                    .with_temporality(temporality)
+                    .build(),
+            ));
+            let provider = SdkMeterProvider::builder()
+                .with_reader(reader.clone())
+                .build();
+            let meter = provider.meter("test");
+            Bench {
+                reader,
+                instruments: Instruments::new(&meter, names),
+                series: SeriesCache::default(),
+                _provider: provider,
+            }
+        }
+
+        fn record(&self, ex: &Exchange) {
+            self.instruments.record(ex, &self.series.get(ex));
+        }
+
+        fn collect(&self) -> Collected {
+            let mut rm = ResourceMetrics::default();
+            self.reader.collect(&mut rm).unwrap();
+            Collected(rm)
+        }
+    }
+
+    /// One collection's output.
+    struct Collected(ResourceMetrics);
+
+    impl Collected {
+        /// `(attributes, count, sum)` of every point of a histogram, or of a sum's points
+        /// (count 1), or of a gauge's; nothing when the metric was not exported.
+        fn points(&self, name: &str) -> Vec<(Vec<KeyValue>, u64, f64)> {
+            let rm = &self.0;
+            let attrs = |a: &mut dyn Iterator<Item = &KeyValue>| {
+                let mut a: Vec<KeyValue> = a.cloned().collect();
+                a.sort_by(|x, y| x.key.cmp(&y.key));
+                a
+            };
+            let mut out = Vec::new();
+            for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+                if m.name() != name {
+                    continue;
+                }
+                match m.data() {
+                    AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                        for p in h.data_points() {
+                            out.push((attrs(&mut p.attributes()), p.count(), p.sum()));
+                        }
+                    }
+                    AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                        for p in h.data_points() {
+                            out.push((attrs(&mut p.attributes()), p.count(), p.sum() as f64));
+                        }
+                    }
+                    AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                        for p in s.data_points() {
+                            out.push((attrs(&mut p.attributes()), 1, p.value() as f64));
+                        }
+                    }
+                    AggregatedMetrics::I64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            out.push((attrs(&mut p.attributes()), 1, p.value() as f64));
+                        }
+                    }
+                    other => panic!("{name}: unexpected data {other:?}"),
+                }
+            }
+            out
+        }
+    }
+
+    fn has(attrs: &[KeyValue], key: &str, value: &str) -> bool {
+        attrs
+            .iter()
+            .any(|kv| kv.key.as_str() == key && kv.value.as_str() == value)
+    }
+
+    fn chat(model: &str, input: i64, output: i64) -> Exchange {
+        let mut ex = Exchange::example();
+        ex.request.model = Some(model.into());
+        ex.response.model = Some(format!("{model}-2024"));
+        ex.response.usage.input_tokens = Some(input);
+        ex.response.usage.output_tokens = Some(output);
+        ex.overhead = Some(Duration::from_micros(40));
+        ex
+    }
+
+    #[test]
+    fn every_series_keeps_its_own_points_when_there_are_more_than_the_cache_holds() {
+        let bench = Bench::new(Names::V1_41, Temporality::Cumulative);
+        let models: Vec<String> = (0..MAX_SERIES + 9).map(|i| format!("m{i}")).collect();
+        // Twice round: every series is evicted between its two exchanges.
+        for round in 1..=2 {
+            for (i, model) in models.iter().enumerate() {
+                bench.record(&chat(model, i as i64, 10 * round));
+            }
+        }
+        let got = bench.collect();
+        let tokens = got.points(GEN_AI_CLIENT_TOKEN_USAGE);
+        assert_eq!(tokens.len(), 2 * models.len(), "input and output per model");
+        for (i, model) in models.iter().enumerate() {
+            let of = |kind: &str| {
+                tokens
+                    .iter()
+                    .find(|(a, ..)| {
+                        has(a, GEN_AI_REQUEST_MODEL, model)
+                            && has(a, GEN_AI_RESPONSE_MODEL, &format!("{model}-2024"))
+                            && has(a, GEN_AI_TOKEN_TYPE, kind)
+                            && has(a, GEN_AI_OPERATION_NAME, "chat")
+                            && has(a, GEN_AI_PROVIDER_NAME, "openai")
+                            && has(a, SERVER_ADDRESS, "api.openai.com")
+                    })
+                    .map(|(_, count, sum)| (*count, *sum))
+            };
+            assert_eq!(of("input"), Some((2, 2.0 * i as f64)), "{model}");
+            assert_eq!(of("output"), Some((2, 30.0)), "{model}");
+        }
+        let durations = got.points(GEN_AI_CLIENT_OPERATION_DURATION);
+        assert_eq!(durations.len(), models.len());
+        assert!(durations.iter().all(|(_, count, _)| *count == 2));
+        let overhead = got.points(GENAI_TAP_PROXY_OVERHEAD);
+        assert_eq!(overhead.len(), 1, "one series: chat, not streamed");
+        assert_eq!(overhead[0].1, 2 * models.len() as u64);
+        assert!(has(&overhead[0].0, GEN_AI_OPERATION_NAME, "chat"));
+    }
+
+    #[test]
+    fn instruments_a_series_never_used_export_no_empty_points() {
+        let bench = Bench::new(Names::V1_41, Temporality::Cumulative);
+        let mut plain = Exchange::example();
+        plain.response.usage.input_tokens = Some(3);
+        bench.record(&plain);
+        let mut failed = Exchange::example();
+        failed.failure = Some(Failure::Status(429));
+        bench.record(&failed);
+
+        let got = bench.collect();
+        assert!(
+            got.points(GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK)
+                .is_empty()
+        );
+        assert!(
+            got.points(GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK)
+                .is_empty()
+        );
+        assert!(got.points(GENAI_TAP_RATELIMIT_REMAINING_TOKENS).is_empty());
+        assert!(got.points(GENAI_TAP_PROXY_OVERHEAD).is_empty());
+        let tokens = got.points(GEN_AI_CLIENT_TOKEN_USAGE);
+        assert_eq!(
+            tokens.len(),
+            1,
+            "no output count, no output point: {tokens:?}"
+        );
+        let durations = got.points(GEN_AI_CLIENT_OPERATION_DURATION);
+        assert_eq!(durations.len(), 2, "{durations:?}");
+        let (ok, err): (Vec<_>, Vec<_>) = durations
+            .iter()
+            .partition(|(a, ..)| !a.iter().any(|kv| kv.key.as_str() == ERROR_TYPE));
+        assert_eq!((ok.len(), ok[0].1), (1, 1));
+        assert!(has(&err[0].0, ERROR_TYPE, "429"));
+        assert!(has(&err[0].0, GEN_AI_REQUEST_MODEL, "gpt-4o"));
+    }
+
+    #[test]
+    fn streams_record_every_chunk_gap_and_rate_limits_the_latest_value() {
+        let bench = Bench::new(Names::V1_41, Temporality::Delta);
+        let mut ex = chat("gpt-4o", 5, 7);
+        ex.streamed = true;
+        ex.time_to_first_chunk = Some(Duration::from_millis(200));
+        ex.chunk_gaps_us = vec![1_000, 2_000, 3_000];
+        ex.upstream.ratelimit_remaining_tokens = Some(900);
+        bench.record(&ex);
+        ex.upstream.ratelimit_remaining_tokens = Some(800);
+        ex.upstream.ratelimit_remaining_requests = Some(9);
+        bench.record(&ex);
+
+        let got = bench.collect();
+        let gaps = got.points(GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK);
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].1, 6);
+        assert!((gaps[0].2 - 0.012).abs() < 1e-9, "{}", gaps[0].2);
+        let ttfc = got.points(GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK);
+        assert_eq!((ttfc[0].1, ttfc[0].2), (2, 0.4));
+        let overhead = got.points(GENAI_TAP_PROXY_OVERHEAD);
+        assert_eq!(overhead.len(), 1);
+        assert!(has(&overhead[0].0, GEN_AI_OPERATION_NAME, "chat"));
+        assert!(
+            overhead[0]
+                .0
+                .contains(&KeyValue::new(GEN_AI_REQUEST_STREAM, true))
+        );
+        let tokens = got.points(GENAI_TAP_RATELIMIT_REMAINING_TOKENS);
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].2, 800.0, "the latest value");
+        assert!(has(&tokens[0].0, GEN_AI_REQUEST_MODEL, "gpt-4o-2024"));
+        assert!(has(&tokens[0].0, GEN_AI_PROVIDER_NAME, "openai"));
+        assert_eq!(got.points(GENAI_TAP_RATELIMIT_REMAINING_REQUESTS)[0].2, 9.0);
+
+        // Delta: the next collection has only what came after this one, and series bound
+        // before it keep recording into it.
+        assert!(bench.collect().points(GEN_AI_CLIENT_TOKEN_USAGE).is_empty());
+        bench.record(&ex);
+        let got = bench.collect();
+        let usage = got.points(GEN_AI_CLIENT_TOKEN_USAGE);
+        assert_eq!(usage.len(), 2);
+        assert!(usage.iter().all(|(_, count, _)| *count == 1));
+        assert_eq!(
+            got.points(GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK)[0].1,
+            3
+        );
+    }
+
+    #[test]
+    fn latest_names_count_tokens_on_counters() {
+        let bench = Bench::new(Names::Latest, Temporality::Cumulative);
+        bench.record(&chat("gpt-4o", 5, 7));
+        bench.record(&chat("gpt-4o", 1, 2));
+        let got = bench.collect();
+        let input = got.points(GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS);
+        let output = got.points(GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS);
+        assert_eq!((input.len(), input[0].2), (1, 6.0));
+        assert_eq!((output.len(), output[0].2), (1, 9.0));
+        assert!(
+            !input[0]
+                .0
+                .iter()
+                .any(|kv| kv.key.as_str() == GEN_AI_TOKEN_TYPE)
+        );
+        assert!(got.points(GEN_AI_CLIENT_TOKEN_USAGE).is_empty());
+        assert_eq!(got.points(GEN_AI_CLIENT_INFERENCE_DURATION)[0].1, 2);
     }
 }
