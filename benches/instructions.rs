@@ -85,18 +85,15 @@ fn count(
         .status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    match std::env::var("INSTRUCTIONS_KEEP") {
-        Ok(dir) => {
-            let kept =
-                std::path::Path::new(&dir).join(format!("callgrind-{requests}-{}.out", body.len()));
-            if std::fs::rename(&out, &kept).is_ok() {
-                println!("  kept {} (callgrind_annotate it)", kept.display());
-            }
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(&out);
+    if let Ok(dir) = std::env::var("INSTRUCTIONS_KEEP") {
+        let kept =
+            std::path::Path::new(&dir).join(format!("callgrind-{requests}-{}.out", body.len()));
+        // Copied, not renamed: the temp dir is often another filesystem.
+        if std::fs::create_dir_all(&dir).is_ok() && std::fs::copy(&out, &kept).is_ok() {
+            println!("  kept {} (callgrind_annotate it)", kept.display());
         }
     }
+    let _ = std::fs::remove_file(&out);
     if exported < requests {
         println!("  (only {exported} of {requests} spans reached the receiver)");
     }
