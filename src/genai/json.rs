@@ -263,7 +263,13 @@ pub fn parse_object<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, Stri
         Some(b'{') => {}
         Some(_) => return Err("body is not a JSON object".to_owned()),
     }
-    serde_json::from_slice(body).map_err(|e| describe(&e))
+    match std::str::from_utf8(body) {
+        // Validated in one pass here, the parser need not check each string it reads again.
+        Ok(text) => serde_json::from_str(text),
+        // Parsed as bytes, so the error says where the invalid sequence is.
+        Err(_) => serde_json::from_slice(body),
+    }
+    .map_err(|e| describe(&e))
 }
 
 /// A content-free description of a serde_json error: its category and position only.
@@ -357,5 +363,21 @@ mod tests {
             "body is not a JSON object"
         );
         assert_eq!(parse_object::<Doc>(b"  ").unwrap_err(), "empty body");
+    }
+
+    #[test]
+    fn text_is_read_whatever_its_script_and_invalid_utf8_is_located() {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Borrowing<'a> {
+            #[serde(borrow)]
+            s: Field<Cow<'a, str>>,
+        }
+        let d: Borrowing<'_> = parse_object("{\"s\":\"héllo → 世界\"}".as_bytes()).unwrap();
+        assert!(matches!(d.s, Field::Present(Cow::Borrowed("héllo → 世界"))));
+        assert_eq!(
+            parse_object::<Doc>(b"{\"n\":1,\n\"s\":\"ab\xff\"}").unwrap_err(),
+            "invalid JSON at line 2 column 8"
+        );
     }
 }
