@@ -43,6 +43,11 @@ fn varint_bytes(mut v: u64, out: &mut [u8; 10]) -> usize {
 
 impl Writer {
     fn varint(&mut self, v: u64) {
+        // Tags and most lengths: one byte, pushed rather than copied from a scratch array.
+        if v < 0x80 {
+            self.buf.push(v as u8);
+            return;
+        }
         let mut bytes = [0u8; 10];
         let n = varint_bytes(v, &mut bytes);
         self.buf.extend_from_slice(&bytes[..n]);
