@@ -7,9 +7,16 @@
 //! adds to every other chunk. The client's bytes are then what it would have received without
 //! the proxy. Does not: decide whether injection is configured, or do IO.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 use super::json_edit::{self, Member};
+
+// Searchers built once: building one costs more than searching a chunk with it.
+static STREAM_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"stream\""));
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
 /// Whether an Azure OpenAI `api-version` accepts `stream_options`: from `2024-09-01-preview`
 /// (GA `2024-10-21`); older ones answer 400. Versions that are not dates (`preview`, `latest`,
@@ -55,6 +62,8 @@ fn only<'m>(b: &[u8], members: &'m [Member], name: &str) -> Result<Option<&'m Me
 /// ask for usage. `None`: leave the request alone (not streaming, already asking, or anything
 /// about the body that makes an exact edit uncertain).
 pub fn include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    // Most requests do not stream: without the key's bytes anywhere there is nothing to walk.
+    STREAM_KEY.find(body)?;
     let (open, members) = json_edit::members(body)?;
     if json_edit::has_escaped_key(body, &members) {
         return None;
@@ -112,7 +121,7 @@ enum Verdict {
 }
 
 fn verdict(event: &[u8]) -> Verdict {
-    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+    if USAGE_KEY.find(event).is_none() {
         return Verdict::Keep;
     }
     // The data line: OpenAI-compatible servers send one per chunk.
@@ -322,6 +331,8 @@ mod tests {
             r#"{"model":"m","messages":[]}"#,
             r#"{"stream":false}"#,
             r#"{"stream":"true"}"#,
+            r#"{"stream_options":null,"messages":[{"content":"stream"}]}"#,
+            r#"{"str\u0065am":true}"#,
             r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
             r#"{"stream":true,"stream_options":"yes"}"#,
             r#"{"stream":true,"stream":true}"#,
