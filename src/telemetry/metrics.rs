@@ -230,8 +230,9 @@ impl Instruments {
 /// `gen_ai.token.type` of `[input, output]`.
 const TOKEN_TYPES: [&str; 2] = ["input", "output"];
 
-/// How many series keep their bound instruments. Past it, the series seen longest ago gives
-/// its place up (its handles are dropped, so the SDK may evict its points as usual).
+/// How many series keep their bound instruments. Past it, the series at the back of the cache
+/// (one not recorded lately: each hit moves to the front) gives its place up; its handles are
+/// dropped, so the SDK may evict its points as usual.
 const MAX_SERIES: usize = 64;
 
 /// One set of GenAI attributes (operation, provider, server, models) and the instruments bound
