@@ -42,10 +42,20 @@ pub fn strip(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed_others_kept() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = headers(&[
             ("connection", "keep-alive, X-Session-Token"),
             ("keep-alive", "timeout=5"),
             ("x-session-token", "abc"),
@@ -57,9 +67,7 @@ mod tests {
             ("api-key", "keep"),
             ("content-type", "application/json"),
             ("x-request-id", "r1"),
-        ] {
-            h.append(k, v.parse().unwrap());
-        }
+        ]);
         strip(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
@@ -71,13 +79,10 @@ mod tests {
 
     #[test]
     fn without_hop_by_hop_headers_nothing_is_touched() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = headers(&[
             ("x-session-token", "abc"),
             ("content-type", "application/json"),
-        ] {
-            h.append(k, v.parse().unwrap());
-        }
+        ]);
         let before = h.clone();
         strip(&mut h);
         assert_eq!(h, before);
