@@ -23,7 +23,7 @@ use crate::genai::sse::SseDecoder;
 use crate::genai::{self, Api, ResponseSummary};
 use crate::redact::Redactor;
 use crate::stats::{LogLimiter, Stats};
-use crate::tap::{Batch, Ending, RequestBody, ResponseHead, Tap, TapEvent};
+use crate::tap::{Batch, Ending, RequestBody, ResponseHead, Tap, TapEvent, Timing};
 use crate::telemetry::Telemetry;
 
 /// Chunk gaps kept per stream; a longer stream keeps its first ones (16 KiB at most).
@@ -59,8 +59,9 @@ pub struct Start {
     pub target: Target,
     pub arrived: Instant,
     pub wall: SystemTime,
-    /// Request headers on the export allowlist, as sent.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request headers on the export allowlist, as sent (text copied out: a `HeaderValue` is a
+    /// slice of the connection's read buffer and would keep all of it for the exchange).
+    pub headers: Vec<(HeaderName, String)>,
     pub trace: TraceStart,
     /// Configured `baggage` members, as sent.
     pub baggage: Vec<(String, String)>,
@@ -178,6 +179,16 @@ impl SseState {
     }
 }
 
+/// What an exchange keeps of its response head. Owned: the head's header values are slices of
+/// the upstream connection's read buffer, and holding one for as long as a stream stays open
+/// would keep that whole buffer (8 KiB) alive and make hyper allocate another.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    timing: Option<Timing>,
+    upstream: UpstreamHeaders,
+}
+
 /// The fold from tap events to an [`Exchange`].
 #[derive(Debug)]
 pub struct Assembly {
@@ -189,7 +200,7 @@ pub struct Assembly {
     request: RequestFacts,
     request_issue: Option<String>,
     usage_injected: bool,
-    head: Option<ResponseHead>,
+    head: Option<Head>,
     decoder: Option<Decoder>,
     body: Body,
     first_data: Option<Instant>,
@@ -267,7 +278,11 @@ impl Assembly {
                         }
                     }
                 };
-                self.head = Some(*head);
+                self.head = Some(Head {
+                    status: head.status,
+                    timing: head.timing,
+                    upstream: upstream_headers(&head),
+                });
             }
             TapEvent::Data(bytes, at) => {
                 self.first_data.get_or_insert(at);
@@ -317,7 +332,7 @@ impl Assembly {
         }
         let api = self.start.api;
         let capture = self.capture();
-        let head = self.head.take();
+        let mut head = self.head.take();
         let status = head.as_ref().map_or(0, |h| h.status);
         let mut summary = ResponseSummary::default();
         let mut api_error: Option<ApiError> = None;
@@ -404,10 +419,7 @@ impl Assembly {
             .start
             .headers
             .iter()
-            .map(|(name, value)| {
-                let text = String::from_utf8_lossy(value.as_bytes());
-                (name.as_str().to_owned(), rules.text(&text).into_owned())
-            })
+            .map(|(name, value)| (name.as_str().to_owned(), rules.text(value).into_owned()))
             .collect();
         let baggage = std::mem::take(&mut self.start.baggage)
             .into_iter()
@@ -438,7 +450,10 @@ impl Assembly {
                 .filter(|_| streamed)
                 .map(|t| t.saturating_duration_since(self.start.arrived)),
             chunk_gaps_us: gaps_us,
-            upstream: head.as_ref().map(upstream_headers).unwrap_or_default(),
+            upstream: head
+                .as_mut()
+                .map(|h| std::mem::take(&mut h.upstream))
+                .unwrap_or_default(),
             content_filter: summary.content_filter,
             failure,
             api_error: api_error.or(in_stream_error),
@@ -807,6 +822,27 @@ mod tests {
         let ex = a.finish();
         assert_eq!(ex.response.id, None);
         assert!(ex.response_issue.unwrap().contains("observation limit"));
+    }
+
+    #[test]
+    fn an_open_exchange_keeps_no_slice_of_the_upstream_read_buffer() {
+        // hyper's header values are slices of the connection's read buffer.
+        let buffer = Bytes::from(b"text/event-streamreq_abc".to_vec());
+        let value = |range| HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
+        let mut map = http::HeaderMap::new();
+        map.insert(http::header::CONTENT_TYPE, value(0..17));
+        map.insert("x-request-id", value(17..24));
+        let mut a = Assembly::new(start(), Limits::default(), Privacy::default());
+        a.apply(TapEvent::ResponseHead(Box::new(ResponseHead::new(
+            200, &map,
+        ))));
+        drop(map);
+        assert!(
+            buffer.is_unique(),
+            "the assembly still holds part of the buffer"
+        );
+        a.apply(end(Ending::Complete));
+        assert_eq!(a.finish().upstream.request_id.as_deref(), Some("req_abc"));
     }
 
     #[test]

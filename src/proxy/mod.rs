@@ -310,11 +310,12 @@ impl Proxy {
             .export_headers
             .iter()
             .flat_map(|name| {
-                parts
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| (name.clone(), v.clone()))
+                parts.headers.get_all(name).iter().map(|v| {
+                    (
+                        name.clone(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
             })
             .collect();
         let trace = self
