@@ -425,6 +425,139 @@ async fn an_http2_upstream_sending_goaway_costs_no_request() {
     proxy.stop().await;
 }
 
+/// An HTTP/1.1 upstream on raw sockets that answers every request `{}` (keep-alive) and closes
+/// each connection after `per_connection` answers without announcing it, as an upstream's own
+/// idle timeout does. Counts the connections it accepted and those the proxy closed.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed_by_proxy: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    async fn start(per_connection: usize) -> RawUpstream {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed_by_proxy = Arc::new(AtomicUsize::new(0));
+        let (count, closed) = (accepted.clone(), closed_by_proxy.clone());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_connection {
+                        // One whole request: its head, then content-length bytes of body.
+                        let end = loop {
+                            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                            if let Some(head) = text.find("\r\n\r\n") {
+                                let length = text[..head]
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                                if buf.len() >= head + 4 + length {
+                                    break head + 4 + length;
+                                }
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => {
+                                    closed.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        buf.drain(..end);
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                      content-length: 2\r\n\r\n{}";
+                        if tcp.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawUpstream {
+            addr,
+            accepted,
+            closed_by_proxy,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn closed_by_proxy(&self) -> usize {
+        self.closed_by_proxy
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_one_the_upstream_closed_costs_no_request() {
+    let upstream = RawUpstream::start(usize::MAX).await;
+    let proxy = Proxy::start(&format!("http://{}", upstream.addr)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            post_json(&proxy.url(CHAT), REQUEST).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "one kept-alive connection served all five"
+    );
+    proxy.stop().await;
+
+    // This one drops each connection after its first answer, without `connection: close`.
+    let upstream = RawUpstream::start(1).await;
+    let proxy = Proxy::start(&format!("http://{}", upstream.addr)).await;
+    for i in 1..=3 {
+        assert_eq!(
+            post_json(&proxy.url(CHAT), REQUEST).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(upstream.accepted(), i);
+        // Time for the proxy to read the close; a request racing it may fail, as anywhere.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spans = proxy.spans().await;
+    assert_eq!(spans.len(), 3);
+    assert!(spans.iter().all(|s| attr(s, ERROR_TYPE).is_none()));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
+    let upstream = RawUpstream::start(usize::MAX).await;
+    let proxy = Proxy::start_with(&format!("http://{}", upstream.addr), |c| {
+        c.upstream.pool_idle_timeout = Dur(Duration::from_millis(300));
+    })
+    .await;
+    assert_eq!(
+        post_json(&proxy.url(CHAT), REQUEST).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(upstream.closed_by_proxy(), 0, "kept for the next request");
+    eventually("the idle connection is closed", || {
+        upstream.closed_by_proxy() == 1
+    })
+    .await;
+    // The next request opens a new one.
+    assert_eq!(
+        post_json(&proxy.url(CHAT), REQUEST).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(upstream.accepted(), 2);
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The client
 

@@ -17,12 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use crate::client::{self, ClientError, Connector};
+use crate::client::{self, ClientError, Pool};
 use crate::config::Config;
 use crate::exchange::{Target, TransportError};
 use crate::genai::{self, Api, inject, sse};
@@ -145,8 +144,8 @@ pub fn classify(error: &(dyn StdError + 'static)) -> TransportError {
         }
         next = e.source();
     }
-    match error.downcast_ref::<hyper_util::client::legacy::Error>() {
-        Some(c) if c.is_connect() => TransportError::Connect,
+    match error.downcast_ref::<client::SendError>() {
+        Some(client::SendError::Connect(_)) => TransportError::Connect,
         _ => TransportError::Other,
     }
 }
@@ -158,10 +157,7 @@ fn classify_body_error(e: &ResponseBodyError) -> TransportError {
     }
 }
 
-type Sent = Result<
-    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    tokio::time::error::Elapsed,
->;
+type Sent = Result<Result<Response<Incoming>, client::SendError>, tokio::time::error::Elapsed>;
 
 /// An upstream answer the proxy had to read whole, passed on as it came.
 fn respond_buffered(
@@ -195,7 +191,7 @@ pub struct Proxy {
     router: Router,
     /// One pool per serving thread (see [`set_worker`]): a request's upstream connection is
     /// driven by a task on the thread that serves the request.
-    clients: Box<[Client<Connector, UpstreamBody>]>,
+    pools: Box<[Pool<UpstreamBody>]>,
     response_timeout: Duration,
     body_idle_timeout: Duration,
     max_body: usize,
@@ -223,8 +219,8 @@ impl Proxy {
         let connector = client::connector(u.ca_file.as_deref(), client_cert, u.connect_timeout.0)?;
         Ok(Proxy {
             router,
-            clients: (0..config.server.effective_workers())
-                .map(|_| client::pooled(connector.clone(), u.pool_idle_timeout.0))
+            pools: (0..config.server.effective_workers())
+                .map(|_| Pool::new(connector.clone(), u.pool_idle_timeout.0))
                 .collect(),
             response_timeout: u.response_timeout.0,
             body_idle_timeout: u.body_idle_timeout.0,
@@ -264,7 +260,7 @@ impl Proxy {
 
     /// How many threads serve the proxy port: one upstream pool each (`server.workers`).
     pub fn serving_threads(&self) -> usize {
-        self.clients.len()
+        self.pools.len()
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -452,8 +448,8 @@ impl Proxy {
     }
 
     async fn send_request(&self, request: Request<UpstreamBody>) -> Sent {
-        let client = &self.clients[WORKER.get() % self.clients.len()];
-        tokio::time::timeout(self.response_timeout, client.request(request)).await
+        let pool = &self.pools[WORKER.get() % self.pools.len()];
+        tokio::time::timeout(self.response_timeout, pool.send(request)).await
     }
 
     /// The client's response: the upstream's, tapped when observed (and with the traces of
