@@ -231,7 +231,13 @@ where
         loop {
             let (sender, host, reused) = match self.checkout(scheme, authority) {
                 (Some(sender), host) => (sender, host, true),
-                (None, host) => (self.connect(&uri, scheme, authority).await?, host, false),
+                // Boxed: the handshakes would otherwise make every request's future (which the
+                // server keeps allocated for each client connection) several KiB larger.
+                (None, host) => (
+                    Box::pin(self.connect(&uri, scheme, authority)).await?,
+                    host,
+                    false,
+                ),
             };
             let sent = match sender {
                 Sender::H1(mut tx) => {
@@ -350,22 +356,16 @@ where
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            // Spawned as it is: an `async` block awaiting it would hold it twice over. Its
+            // failures reach the requests it carries, which report them.
+            tokio::spawn(conn);
             tx.ready().await?;
             // Shared from the start: concurrent requests need not open their own.
             self.put(scheme, authority, Sender::H2(tx.clone()));
             Ok(Sender::H2(tx))
         } else {
             let (mut tx, conn) = http1::Builder::new().handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
-                }
-            });
+            tokio::spawn(conn);
             tx.ready().await?;
             Ok(Sender::H1(tx))
         }
