@@ -7,6 +7,7 @@
 //! adds to every other chunk. The client's bytes are then what it would have received without
 //! the proxy. Does not: decide whether injection is configured, or do IO.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
@@ -113,17 +114,18 @@ pub fn include_usage(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// What to do with one SSE event of an injected stream.
+#[derive(Debug, PartialEq)]
 enum Verdict {
     Keep,
     Drop,
     /// Keep the event without this byte range of it (the injected member and one comma).
-    Cut(std::ops::Range<usize>),
+    Cut(Range<usize>),
 }
 
 fn verdict(event: &[u8]) -> Verdict {
-    if USAGE_KEY.find(event).is_none() {
+    let Some(first_usage) = USAGE_KEY.find(event) else {
         return Verdict::Keep;
-    }
+    };
     // The data line: OpenAI-compatible servers send one per chunk.
     let mut data = None;
     let mut start = 0;
@@ -143,6 +145,53 @@ fn verdict(event: &[u8]) -> Verdict {
         return Verdict::Keep;
     };
     let payload = &event[data.clone()];
+    if let Some(cut) = trailing_null_usage(payload)
+        && data.start + cut.key == first_usage
+    {
+        return Verdict::Cut(data.start + cut.range.start..data.start + cut.range.end);
+    }
+    walked_verdict(payload, data.start)
+}
+
+/// Where a trailing `"usage":null` member sits: its key, and the bytes that remove it.
+struct TrailingUsage {
+    key: usize,
+    range: Range<usize>,
+}
+
+/// The common case, found without walking the object: the upstream put `"usage":null` last, as
+/// OpenAI, Azure OpenAI and vLLM do, so the document ends `…,"usage":null}`. Read back from the
+/// closing brace, that can only be the object's last member (the comma before the key means its
+/// quote is not escaped); the caller also checks that no other `"usage"` precedes it. The range
+/// is the one [`json_edit::removal`] gives for a last member: from the end of the value before.
+fn trailing_null_usage(p: &[u8]) -> Option<TrailingUsage> {
+    fn ws_before(p: &[u8], mut end: usize) -> usize {
+        while end > 0 && matches!(p[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            end -= 1;
+        }
+        end
+    }
+    let token_before = |end: usize, token: &[u8]| {
+        let end = ws_before(p, end);
+        let start = end.checked_sub(token.len())?;
+        (&p[start..end] == token).then_some(start)
+    };
+    if p.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let close = token_before(p.len(), b"}")?;
+    let null = token_before(close, b"null")?;
+    let colon = token_before(null, b":")?;
+    let key = token_before(colon, b"\"usage\"")?;
+    let comma = token_before(key, b",")?;
+    Some(TrailingUsage {
+        key,
+        range: ws_before(p, comma)..null + 4,
+    })
+}
+
+/// The verdict from the object's members, wherever `usage` is among them.
+fn walked_verdict(payload: &[u8], offset: usize) -> Verdict {
     let Some((_, members)) = json_edit::members(payload) else {
         return Verdict::Keep;
     };
@@ -169,7 +218,7 @@ fn verdict(event: &[u8]) -> Verdict {
         return Verdict::Keep;
     }
     let cut = json_edit::removal(&members, usage);
-    Verdict::Cut(data.start + cut.start..data.start + cut.end)
+    Verdict::Cut(offset + cut.start..offset + cut.end)
 }
 
 /// The end of the first complete event in `b` (just past its blank line), if any.
@@ -469,7 +518,63 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_usage_key_anywhere_before_the_last_member_is_left_to_the_walk() {
+        for (chunk, stripped) in [
+            (
+                &b"data: {\"choices\":[{\"usage\":null}],\"usage\":null}\n\n"[..],
+                &b"data: {\"choices\":[{\"usage\":null}]}\n\n"[..],
+            ),
+            (
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n",
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}\n\n",
+            ),
+            // Not last: only the walk finds it.
+            (
+                b"data: {\"usage\":null,\"choices\":[]}\n\n",
+                b"data: {\"choices\":[]}\n\n",
+            ),
+        ] {
+            assert_eq!(
+                strip(&[chunk]),
+                stripped,
+                "{}",
+                String::from_utf8_lossy(chunk)
+            );
+        }
+    }
+
+    /// `obj` with `"usage":null` added as its last member, compact or with spaces around it.
+    fn with_trailing_usage(
+        obj: &serde_json::Map<String, serde_json::Value>,
+        spaced: bool,
+    ) -> String {
+        let text = serde_json::to_string(obj).unwrap();
+        let body = &text[..text.len() - 1];
+        match (obj.is_empty(), spaced) {
+            (true, _) => format!("{body}\"usage\":null}}"),
+            (false, false) => format!("{body},\"usage\":null}}"),
+            (false, true) => format!("{body} ,\t\"usage\" : null }} "),
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_trailing_null_usage_is_cut_where_the_walk_cuts_it(obj in super::json_edit::tests::object(), spaced in any::<bool>()) {
+            let text = with_trailing_usage(&obj, spaced);
+            let p = text.as_bytes();
+            let Verdict::Cut(walked) = walked_verdict(p, 0) else {
+                return Err(TestCaseError::fail("the walk found no usage member"));
+            };
+            let fast = trailing_null_usage(p);
+            prop_assert_eq!(fast.is_some(), !obj.is_empty(), "the fast path reads every non-empty object");
+            if let Some(fast) = fast {
+                prop_assert_eq!(fast.range, walked.clone());
+            }
+            let event = format!("data: {text}\n\n");
+            prop_assert_eq!(verdict(event.as_bytes()), Verdict::Cut(6 + walked.start..6 + walked.end));
+        }
+
         #[test]
         fn stripping_does_not_depend_on_frame_boundaries(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10)) {
             let bytes = stream(true);

@@ -149,7 +149,7 @@ pub fn splice(b: &[u8], range: Range<usize>, with: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Map, Value};
@@ -196,7 +196,8 @@ mod tests {
         }
     }
 
-    fn object() -> impl Strategy<Value = Map<String, Value>> {
+    /// Random objects whose values hold the bytes that trip naive scanners; no `usage` key.
+    pub(crate) fn object() -> impl Strategy<Value = Map<String, Value>> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
