@@ -165,8 +165,8 @@ struct Shared<B> {
 /// HTTP/1.1 connection stays listed while it delivers a response body and is picked again once
 /// hyper reports it ready (its last response read to the end), so nothing has to watch for
 /// that moment and hand it back. A request that finds its reused connection already closed
-/// (the upstream dropped it while idle, an HTTP/2 GOAWAY) is sent again on another, as long as
-/// none of it was written. Connections unused for `idle_timeout` are closed by a sweeper task,
+/// (the upstream dropped it while idle, an HTTP/2 GOAWAY) is sent again on a new one, as long
+/// as none of it was written. Connections unused for `idle_timeout` are closed by a sweeper task,
 /// which runs only while the pool holds any.
 pub struct Pool<B> {
     connector: Connector,
@@ -228,24 +228,22 @@ where
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(SendError::NotAbsolute);
         };
+        let (mut found, host) = self.checkout(scheme, authority);
         loop {
-            let (sender, host, reused) = match self.checkout(scheme, authority) {
-                (Some(sender), host) => (sender, host, true),
+            let reused = found.is_some();
+            let sender = match found.take() {
+                Some(sender) => sender,
                 // Boxed: the handshakes would otherwise make every request's future (which the
                 // server keeps allocated for each client connection) several KiB larger.
-                (None, host) => (
-                    Box::pin(self.connect(&uri, scheme, authority)).await?,
-                    host,
-                    false,
-                ),
+                None => Box::pin(self.connect(&uri, scheme, authority)).await?,
             };
             let sent = match sender {
                 Sender::H1(mut tx) => {
                     *req.uri_mut() = origin_form(&uri);
-                    if let Some(host) = host
+                    if let Some(host) = &host
                         && !req.headers().contains_key(HOST)
                     {
-                        req.headers_mut().insert(HOST, host);
+                        req.headers_mut().insert(HOST, host.clone());
                     }
                     let sent = tx.try_send_request(req).await;
                     if sent.is_ok() {
@@ -259,7 +257,8 @@ where
             match sent {
                 Ok(response) => return Ok(response),
                 Err(mut e) => match e.take_message() {
-                    // Nothing of it was written: another connection may still take it.
+                    // Nothing of it was written: a new connection takes it, once (a reused
+                    // one that failed may not yet look closed, and must not be picked again).
                     Some(unsent) if reused => {
                         req = unsent;
                         *req.uri_mut() = uri.clone();

@@ -534,6 +534,34 @@ async fn upstream_connections_are_reused_and_one_the_upstream_closed_costs_no_re
 }
 
 #[tokio::test]
+async fn an_https_upstream_offering_h2_gets_one_http2_connection_shared_by_concurrent_requests() {
+    let upstream =
+        Upstream::start_tls(false, |_| Reply::json(200, fixture("chat_response.json"))).await;
+    let proxy = Proxy::start_with(&upstream.url(), |c| {
+        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
+    })
+    .await;
+    // The first request opens the connection; the rest run at once on it.
+    assert_eq!(
+        post_json(&proxy.url(CHAT), REQUEST).await.status,
+        StatusCode::OK
+    );
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = proxy.url(CHAT);
+        requests.spawn(async move { post_json(&url, REQUEST).await.status });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 9);
+    assert!(seen.iter().all(|s| s.version == http::Version::HTTP_2));
+    assert_eq!(upstream.connections(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
     let upstream = RawUpstream::start(usize::MAX).await;
     let proxy = Proxy::start_with(&format!("http://{}", upstream.addr), |c| {

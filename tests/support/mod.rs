@@ -132,6 +132,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     scheme: &'static str,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The test TLS material in `tests/fixtures/tls`.
@@ -196,11 +197,14 @@ impl Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let handler: Arc<Handler> = Arc::new(handler);
         let record = seen.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = handler.clone();
                 let record = record.clone();
                 let tls = tls.clone();
@@ -262,11 +266,21 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, scheme }
+        Upstream {
+            addr,
+            seen,
+            scheme,
+            accepted,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
