@@ -406,10 +406,7 @@ async fn goaway_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 #[tokio::test]
 async fn an_http2_upstream_sending_goaway_costs_no_request() {
     let (url, accepted) = goaway_upstream().await;
-    let proxy = Proxy::start_with(&url, |c| {
-        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
-    })
-    .await;
+    let proxy = Proxy::start_trusting_test_ca(&url).await;
     for _ in 0..5 {
         let answer = post_json(&proxy.url(CHAT), REQUEST).await;
         assert_eq!(answer.status, StatusCode::OK);
@@ -537,10 +534,7 @@ async fn upstream_connections_are_reused_and_one_the_upstream_closed_costs_no_re
 async fn an_https_upstream_offering_h2_gets_one_http2_connection_shared_by_concurrent_requests() {
     let upstream =
         Upstream::start_tls(false, |_| Reply::json(200, fixture("chat_response.json"))).await;
-    let proxy = Proxy::start_with(&upstream.url(), |c| {
-        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
-    })
-    .await;
+    let proxy = Proxy::start_trusting_test_ca(&upstream.url()).await;
     // The first request opens the connection; the rest run at once on it.
     assert_eq!(
         post_json(&proxy.url(CHAT), REQUEST).await.status,

@@ -846,10 +846,7 @@ async fn an_upstream_asking_for_a_client_certificate_gets_the_configured_one() {
         c.upstream.client_key_file = Some(tls_fixture("client.key"));
     })
     .await;
-    let without = Proxy::start_with(&upstream.url(), |c| {
-        c.upstream.ca_file = Some(tls_fixture("ca.pem"));
-    })
-    .await;
+    let without = Proxy::start_trusting_test_ca(&upstream.url()).await;
     let body = r#"{"model":"m","messages":[]}"#;
     let ok = post_json(&with_cert.url(CHAT), body).await;
     assert_eq!(ok.status, StatusCode::OK);

@@ -312,6 +312,14 @@ impl Proxy {
         Proxy::start_with(upstream_url, |_| {}).await
     }
 
+    /// In front of an https upstream whose certificate the test CA signed.
+    pub async fn start_trusting_test_ca(upstream_url: &str) -> Proxy {
+        Proxy::start_with(upstream_url, |c| {
+            c.upstream.ca_file = Some(tls_fixture("ca.pem"));
+        })
+        .await
+    }
+
     pub async fn start_with(upstream_url: &str, configure: impl FnOnce(&mut Config)) -> Proxy {
         let mut config = Config::default();
         config.upstream.url = Some(upstream_url.to_owned());
