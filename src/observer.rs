@@ -332,7 +332,7 @@ impl Assembly {
         }
         let api = self.start.api;
         let capture = self.capture();
-        let mut head = self.head.take();
+        let head = self.head.take();
         let status = head.as_ref().map_or(0, |h| h.status);
         let mut summary = ResponseSummary::default();
         let mut api_error: Option<ApiError> = None;
@@ -450,10 +450,7 @@ impl Assembly {
                 .filter(|_| streamed)
                 .map(|t| t.saturating_duration_since(self.start.arrived)),
             chunk_gaps_us: gaps_us,
-            upstream: head
-                .as_mut()
-                .map(|h| std::mem::take(&mut h.upstream))
-                .unwrap_or_default(),
+            upstream: head.map(|h| h.upstream).unwrap_or_default(),
             content_filter: summary.content_filter,
             failure,
             api_error: api_error.or(in_stream_error),

@@ -165,18 +165,12 @@ struct TrailingUsage {
 /// quote is not escaped); the caller also checks that no other `"usage"` precedes it. The range
 /// is the one [`json_edit::removal`] gives for a last member: from the end of the value before.
 fn trailing_null_usage(p: &[u8]) -> Option<TrailingUsage> {
-    fn ws_before(p: &[u8], mut end: usize) -> usize {
-        while end > 0 && matches!(p[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
-            end -= 1;
-        }
-        end
-    }
     let token_before = |end: usize, token: &[u8]| {
-        let end = ws_before(p, end);
+        let end = json_edit::skip_ws_back(p, end);
         let start = end.checked_sub(token.len())?;
         (&p[start..end] == token).then_some(start)
     };
-    if p.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if p.get(json_edit::skip_ws(p, 0)) != Some(&b'{') {
         return None;
     }
     let close = token_before(p.len(), b"}")?;
@@ -186,7 +180,7 @@ fn trailing_null_usage(p: &[u8]) -> Option<TrailingUsage> {
     let comma = token_before(key, b",")?;
     Some(TrailingUsage {
         key,
-        range: ws_before(p, comma)..null + 4,
+        range: json_edit::skip_ws_back(p, comma)..null + 4,
     })
 }
 

@@ -16,11 +16,19 @@ pub struct Member {
     pub value: Range<usize>,
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
         i += 1;
     }
     i
+}
+
+/// Where the whitespace that ends at `end` starts: [`skip_ws`] read backwards.
+pub(super) fn skip_ws_back(b: &[u8], mut end: usize) -> usize {
+    while end > 0 && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+        end -= 1;
+    }
+    end
 }
 
 /// The end of the string starting at `i` (on its opening quote), past the closing quote.
