@@ -338,16 +338,11 @@ where
         authority: &Authority,
     ) -> Result<Sender<B>, SendError> {
         let mut connector = self.connector.clone();
-        let destination = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_else(|_| uri.clone());
         std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connector, cx))
             .await
             .map_err(SendError::Connect)?;
-        let io = tower_service::Service::call(&mut connector, destination)
+        // The connector reads only the scheme, host and port of the request's own URI.
+        let io = tower_service::Service::call(&mut connector, uri.clone())
             .await
             .map_err(SendError::Connect)?;
         if io.connected().is_negotiated_h2() {
