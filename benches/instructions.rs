@@ -142,7 +142,7 @@ fn main() {
         let mock = genai_tap::mock::spawn(genai_tap::mock::MockConfig::default())
             .await
             .expect("the mock upstream binds");
-        (mock, support::start_receiver(spans.clone()).await)
+        (mock, support::start_receiver(spans.clone()))
     });
     let upstream = format!("http://{mock}");
     let receiver = format!("http://{receiver}");

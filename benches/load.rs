@@ -573,7 +573,7 @@ fn main() {
     let (mock, receiver) = runtime.block_on(async {
         (
             start_mock(epoch).await,
-            support::start_receiver(spans.clone()).await,
+            support::start_receiver(spans.clone()),
         )
     });
     let dir = std::env::temp_dir().join(format!("genai-tap-loadbench-{}", std::process::id()));

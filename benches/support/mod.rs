@@ -66,51 +66,64 @@ pub fn start_ready_under(
     (child, addr)
 }
 
-/// An OTLP/HTTP receiver that decodes every trace export and counts its spans.
+/// An OTLP/HTTP receiver that decodes every trace export and counts its spans, on a thread
+/// and event loop of its own, as a collector in another process would be: decoding a batch of
+/// 512 spans takes milliseconds, and on the benches' shared runtime it stalled the mock
+/// upstream's workers, a delay that landed on proxied requests alone.
 #[allow(dead_code, reason = "the footprint bench exports nowhere")]
-pub async fn start_receiver(
-    spans: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> std::net::SocketAddr {
+pub fn start_receiver(spans: std::sync::Arc<std::sync::atomic::AtomicU64>) -> std::net::SocketAddr {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
     use std::sync::atomic::Ordering;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
     let addr = listener.local_addr().expect("receiver address");
-    tokio::spawn(genai_tap::mock::serve_with(
-        listener,
-        move |req: http::Request<hyper::body::Incoming>| {
-            let spans = spans.clone();
-            async move {
-                let traces = req.uri().path() == "/v1/traces";
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                if traces && let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                    let n: usize = export
-                        .resource_spans
-                        .iter()
-                        .flat_map(|r| &r.scope_spans)
-                        .map(|s| s.spans.len())
-                        .sum();
-                    spans.fetch_add(n as u64, Ordering::Relaxed);
+    let receiver = async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+        genai_tap::mock::serve_with(
+            listener,
+            move |req: http::Request<hyper::body::Incoming>| {
+                let spans = spans.clone();
+                async move {
+                    let traces = req.uri().path() == "/v1/traces";
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    if traces && let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                        let n: usize = export
+                            .resource_spans
+                            .iter()
+                            .flat_map(|r| &r.scope_spans)
+                            .map(|s| s.spans.len())
+                            .sum();
+                        spans.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    let mut r =
+                        http::Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/x-protobuf"),
+                    );
+                    r
                 }
-                let mut r =
-                    http::Response::new(http_body_util::Either::Left(Full::new(Bytes::new())));
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/x-protobuf"),
-                );
-                r
-            }
-        },
-    ));
+            },
+        )
+        .await;
+    };
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the receiver's runtime")
+            .block_on(receiver);
+    });
     addr
 }
