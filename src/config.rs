@@ -220,6 +220,22 @@ pub struct TelemetryConfig {
     pub baggage_attributes: Vec<String>,
     /// Metric names: the released conventions, or the GenAI repository's unreleased renames.
     pub semconv: SemconvVersion,
+    /// The scheduling priority of the thread that encodes and sends telemetry.
+    pub export_priority: ExportPriority,
+}
+
+/// How the telemetry export thread competes for CPU with the serving threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPriority {
+    /// Like every other thread of the process.
+    #[default]
+    Normal,
+    /// Linux's `SCHED_IDLE`: the thread runs when no other thread of the machine (or the
+    /// container's CPU share) wants the CPU, and a serving thread that wakes takes the CPU from
+    /// it at once. Batches then never delay forwarding; under sustained CPU saturation export
+    /// waits, and spans beyond the queue are dropped (and counted).
+    Idle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -300,6 +316,7 @@ impl Default for TelemetryConfig {
             conversation_id_header: None,
             baggage_attributes: Vec::new(),
             semconv: SemconvVersion::V1_41,
+            export_priority: ExportPriority::Normal,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use genai_tap::app::{App, AppError};
-use genai_tap::config::{Config, Flags, LogFormat, Sources, UpstreamFlag};
+use genai_tap::config::{Config, ExportPriority, Flags, LogFormat, Sources, UpstreamFlag};
 use genai_tap::stats::Stats;
 use genai_tap::telemetry::Telemetry;
 
@@ -108,15 +108,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let export = match export_runtime(config.telemetry.export_priority) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("genai-tap: cannot start the telemetry export thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         match command {
             Command::Demo { serve, .. } => {
                 genai_tap::demo::run(config, *serve, shutdown_signal(), &mut std::io::stderr())
                     .await
             }
-            _ => run(config).await,
+            _ => run(config, export.handle()).await,
         }
     });
+    drop(export);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -199,9 +207,46 @@ fn redact(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(config: Config) -> Result<(), AppError> {
+/// The thread that encodes and sends telemetry (every exporter's task is started on it), apart
+/// from the admin port's and the signals' so that `telemetry.export_priority` concerns export
+/// alone: a readiness probe is answered at normal priority however busy the machine is.
+fn export_runtime(priority: ExportPriority) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("genai-tap-export")
+        .on_thread_start(move || {
+            if priority == ExportPriority::Idle {
+                idle_priority();
+            }
+        })
+        .enable_all()
+        .build()
+}
+
+/// Moves the calling thread to `SCHED_IDLE`; a failure leaves it at normal priority, logged.
+fn idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, "cannot lower the telemetry export thread's priority; it stays normal");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(
+        "telemetry.export_priority = \"idle\" needs Linux; the export thread stays normal"
+    );
+}
+
+async fn run(config: Config, export: &tokio::runtime::Handle) -> Result<(), AppError> {
     let stats = Arc::new(Stats::default());
-    let telemetry = Telemetry::from_config(&config, stats.clone())?;
+    // Exporters start their tasks on the export thread.
+    let telemetry = {
+        let _export = export.enter();
+        Telemetry::from_config(&config, stats.clone())?
+    };
     let app = App::new(&config, telemetry, stats)?;
     let listener = App::bind(config.listen).await?;
     let listen = listener.local_addr().unwrap_or(config.listen);

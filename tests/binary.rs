@@ -155,6 +155,65 @@ async fn several_serving_threads_share_the_port_and_every_span_is_exported_on_si
     assert_eq!(seeds, (0..12).collect::<Vec<_>>(), "one span per request");
 }
 
+/// Each thread of `pid` by name (as the kernel truncates it) with its scheduling policy.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // `tid (comm) state …`: the comm may hold spaces, so split at its closing parenthesis;
+        // the policy is field 41, the 38th after the comm.
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let name = head.split_once(" (").unwrap().1.to_owned();
+        let policy = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_export_priority_moves_only_the_export_thread_to_sched_idle_and_spans_still_go_out() {
+    let (receiver, mut running) = run_exporting(
+        "http/protobuf",
+        &[
+            ("GENAI_TAP_TELEMETRY__EXPORT_PRIORITY", "idle"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let answer = post_json(&url, r#"{"model":"gpt-4o-mini","messages":[]}"#).await;
+    assert_eq!(answer.status, 200);
+    // Exported on the schedule, by the idle thread, before any flush on exit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.spans().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(receiver.spans().len(), 1, "the span went out while running");
+
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let policies = thread_policies(running.child.id());
+    let of = |prefix: &str| -> Vec<u32> {
+        policies
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, policy)| *policy)
+            .collect()
+    };
+    assert_eq!(of("genai-tap-expor"), [SCHED_IDLE], "{policies:?}");
+    assert_eq!(of("genai-tap-0"), [SCHED_OTHER], "{policies:?}");
+    assert!(
+        policies
+            .iter()
+            .filter(|(name, _)| !name.starts_with("genai-tap-expor"))
+            .all(|(_, policy)| *policy == SCHED_OTHER),
+        "only the export thread is lowered: {policies:?}"
+    );
+    assert!(terminate(&mut running.child).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_exports_spans_over_otlp_grpc_and_flushes_on_sigterm() {
     export_over("grpc").await;
