@@ -227,9 +227,22 @@ fn export_runtime(priority: ExportPriority) -> std::io::Result<tokio::runtime::R
 fn idle_priority() {
     #[cfg(target_os = "linux")]
     {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is this thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        // Zeroed rather than built field by field: musl's sched_param has more fields than
+        // glibc's. SCHED_IDLE takes priority 0.
+        // SAFETY: sched_param is plain integers, for which all zeroes is a valid value.
+        let param: libc::sched_param = unsafe { std::mem::zeroed() };
+        // The system call, not libc's wrapper: musl's wrapper refuses with ENOSYS (POSIX means
+        // the process, Linux's call sets one thread). Pid 0 is the calling thread.
+        // SAFETY: `param` is a valid sched_param for the call's duration.
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setscheduler,
+                0,
+                libc::SCHED_IDLE,
+                &param as *const libc::sched_param,
+            )
+        };
+        if set != 0 {
             let e = std::io::Error::last_os_error();
             tracing::warn!(error = %e, "cannot lower the telemetry export thread's priority; it stays normal");
         }
