@@ -94,9 +94,10 @@ fn main() -> ExitCode {
     init_logging(&config);
     // tonic's TLS (OTLP over gRPC to https) asks rustls for the process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Telemetry export, the admin port, signals and file reloads; `run` serves the proxy port on
-    // threads of its own (`server.workers`). One thread here is plenty, and every idle worker
-    // of a multi-threaded runtime costs wake-ups.
+    // The admin port, signals and file reloads (and the demo's telemetry); `run` serves the
+    // proxy port on threads of its own (`server.workers`) and exports on the export runtime.
+    // One thread here is plenty, and every idle worker of a multi-threaded runtime costs
+    // wake-ups.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
