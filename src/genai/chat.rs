@@ -15,7 +15,8 @@ use serde::de::MapAccess;
 
 use super::ResponseSummary;
 use super::content::{Message, Part};
-use super::json::{self, Code, Field, Lenient, List, Obj, Strings, Taker};
+use super::json::{self, Code, Field, Lenient, List, Obj, Seen, Strings, Taker};
+use super::json_edit::Repeats;
 use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
 
 /// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
@@ -264,22 +265,37 @@ struct ChoiceWire<'a> {
 }
 
 /// A non-streaming response body and a stream chunk share this shape.
+///
+/// Every member but those in [`READ_EVERY_CHUNK`] may be cut from a stream chunk that repeats
+/// it (see [`ChatStream::push`]): only the first non-empty value of each counts, and the
+/// `Seen` wrappers tell whether a cut chunk names one of them again.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct CompletionWire<'a> {
     #[serde(borrow)]
-    id: Field<Cow<'a, str>>,
+    id: Seen<Field<Cow<'a, str>>>,
     #[serde(borrow)]
-    model: Field<Cow<'a, str>>,
+    model: Seen<Field<Cow<'a, str>>>,
     #[serde(borrow)]
-    system_fingerprint: Field<Cow<'a, str>>,
+    system_fingerprint: Seen<Field<Cow<'a, str>>>,
     #[serde(borrow)]
-    service_tier: Field<Cow<'a, str>>,
+    service_tier: Seen<Field<Cow<'a, str>>>,
     #[serde(borrow)]
     choices: Field<List<Obj<ChoiceWire<'a>>>>,
     usage: Field<Obj<UsageWire>>,
     error: Field<Obj<ApiErrorWire>>,
     prompt_filter_results: Field<List<Obj<PromptFilterWire>>>,
+}
+
+/// The members of [`CompletionWire`] read in every chunk (each chunk's `choices` add to the
+/// output); the others keep their first non-empty value, so repeating one changes nothing.
+const READ_EVERY_CHUNK: [&[u8]; 4] = [b"choices", b"usage", b"error", b"prompt_filter_results"];
+
+impl CompletionWire<'_> {
+    /// Whether a member that may have been cut is here too: the whole chunk would name it twice.
+    fn names_a_cut_member(&self) -> bool {
+        self.id.seen || self.model.seen || self.system_fingerprint.seen || self.service_tier.seen
+    }
 }
 
 /// Reads a complete (non-streaming) response; with `capture`, its output messages too.
@@ -325,6 +341,9 @@ pub struct ChatStream {
     chunks: u64,
     issue: Option<String>,
     filter: Option<ContentFilter>,
+    /// The members each chunk repeats, and the buffer the rest is read from.
+    repeats: Repeats,
+    middle: Vec<u8>,
 }
 
 impl ChatStream {
@@ -382,8 +401,28 @@ impl ChatStream {
             return false;
         }
         self.chunks += 1;
+        // Most of a chunk repeats the last one's members (`id`, `created`, `model`, ...): read
+        // only what lies between them. Anything amiss there is left to the whole reading
+        // below, which also says where a problem is in the chunk as sent.
+        let mut middle = std::mem::take(&mut self.middle);
+        let cut = self.repeats.cut(data, &mut middle)
+            && match json::parse_object::<CompletionWire<'_>>(&middle) {
+                Ok(w) if !w.names_a_cut_member() => {
+                    self.apply(w);
+                    true
+                }
+                _ => false,
+            };
+        self.middle = middle;
+        if cut {
+            return true;
+        }
         match json::parse_object::<CompletionWire<'_>>(data) {
-            Ok(w) => self.apply(w),
+            Ok(w) => {
+                self.repeats
+                    .learn(data, |key| !READ_EVERY_CHUNK.contains(&key));
+                self.apply(w)
+            }
             Err(e) => {
                 if self.issue.is_none() {
                     self.issue = Some(format!("chunk {}: {e}", self.chunks));
@@ -401,10 +440,13 @@ impl ChatStream {
                 *slot = Some(v.into_owned());
             }
         }
-        first(&mut self.facts.id, w.id);
-        first(&mut self.facts.model, w.model);
-        first(&mut self.facts.system_fingerprint, w.system_fingerprint);
-        first(&mut self.facts.service_tier, w.service_tier);
+        first(&mut self.facts.id, w.id.value);
+        first(&mut self.facts.model, w.model.value);
+        first(
+            &mut self.facts.system_fingerprint,
+            w.system_fingerprint.value,
+        );
+        first(&mut self.facts.service_tier, w.service_tier.value);
         for Obj(prompt) in w
             .prompt_filter_results
             .get()
@@ -857,6 +899,18 @@ mod tests {
         assert_eq!(parse_api_error(b"<html>bad gateway</html>"), None);
     }
 
+    #[test]
+    fn openai_and_azure_streams_are_read_cut() {
+        for name in ["chat_stream_usage.sse", "chat_stream_azure.sse"] {
+            let mut d = SseDecoder::new(1 << 20);
+            let mut s = ChatStream::new(false);
+            d.push(&fixture(name), &mut |e| {
+                s.push(e.data);
+            });
+            assert!(s.repeats.hits() >= 2, "{name}: {:?}", s.repeats);
+        }
+    }
+
     proptest! {
         #[test]
         fn stream_summary_does_not_depend_on_chunk_boundaries(
@@ -876,5 +930,90 @@ mod tests {
             }
             prop_assert_eq!(stream.finish(), whole);
         }
+
+        /// Cutting the repeated members changes nothing a stream amounts to, whatever the
+        /// providers' member order, a head that changes midway, a repeated key, or a broken
+        /// chunk.
+        #[test]
+        fn cutting_repeated_members_changes_no_summary(
+            chunks in proptest::collection::vec(chunk(), 1..16),
+            capture in any::<bool>(),
+        ) {
+            let mut cutting = ChatStream::new(capture);
+            let mut whole = ChatStream::new(capture);
+            whole.repeats = Repeats::never();
+            for c in &chunks {
+                cutting.push(c.as_bytes());
+                whole.push(c.as_bytes());
+            }
+            prop_assert_eq!(cutting.finish(), whole.finish());
+        }
+    }
+
+    /// A chunk as OpenAI (head first), Azure (head last) or anyone else would send it.
+    fn chunk() -> impl Strategy<Value = String> {
+        // Mostly the same head, as in a real stream, so that chunks repeat it.
+        let head = (
+            prop_oneof![8 => Just(r#""id":"chatcmpl-1""#), 1 => Just(r#""id":"""#), 1 => Just(r#""id":7"#)],
+            Just(r#""object":"chat.completion.chunk""#),
+            prop_oneof![8 => Just(r#""created":1741570283"#), 1 => Just(r#""created":1741570284"#)],
+            prop_oneof![8 => Just(r#""model":"gpt-4o""#), 1 => Just(r#""model":"gpt-4o-mini""#)],
+            prop_oneof![8 => Just(r#""system_fingerprint":"fp_1""#), 1 => Just(r#""system_fingerprint":null"#)],
+            Just(r#""service_tier":"default""#),
+        )
+            .prop_map(|(a, b, c, d, e, f)| vec![a, b, c, d, e, f]);
+        let choice = (
+            prop_oneof![4 => Just(0i64), 1 => Just(1)],
+            prop_oneof![
+                1 => Just(r#"{"role":"assistant","content":""}"#),
+                4 => Just(r#"{"content":" word"}"#),
+                1 => Just(r#"{"content":"\"quoted\", {}"}"#),
+                1 => Just(r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{\"a\""}}]}"#),
+                1 => Just(r#"{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}"#),
+                1 => Just("{}"),
+            ],
+            prop_oneof![4 => Just("null"), 1 => Just(r#""stop""#), 1 => Just(r#""length""#)],
+        )
+            .prop_map(|(i, d, f)| format!(r#"{{"index":{i},"delta":{d},"logprobs":null,"finish_reason":{f}}}"#));
+        let read = (
+            proptest::collection::vec(choice, 0..2).prop_map(|c| format!(r#""choices":[{}]"#, c.join(","))),
+            prop_oneof![
+                3 => Just(None),
+                1 => Just(Some(r#""usage":{"prompt_tokens":19,"completion_tokens":5,"total_tokens":24}"#.to_owned())),
+                1 => Just(Some(r#""usage":null"#.to_owned())),
+                1 => Just(Some(r#""error":{"type":"server_error","code":null}"#.to_owned())),
+                1 => Just(Some(r#""prompt_filter_results":[{"content_filter_results":{"hate":{"filtered":true}}}]"#.to_owned())),
+                1 => "[a-z]{1,5}".prop_map(|o| Some(format!(r#""obfuscation":"{o}""#))),
+                1 => Just(Some(r#""model":"again""#.to_owned())),
+                1 => Just(Some(r#""id":null"#.to_owned())),
+            ],
+        )
+            .prop_map(|(choices, other)| {
+                let mut v = vec![choices];
+                v.extend(other);
+                v
+            });
+        (
+            head,
+            read,
+            0..3usize,
+            any::<prop::sample::Index>(),
+            0..8usize,
+        )
+            .prop_map(|(head, read, order, broken_at, broken)| {
+                let head: Vec<String> = head.into_iter().map(str::to_owned).collect();
+                let members: Vec<String> = match order {
+                    0 => head.into_iter().chain(read).collect(),
+                    1 => read.into_iter().chain(head).collect(),
+                    _ => read.into_iter().chain(head.into_iter().take(2)).collect(),
+                };
+                let chunk = format!("{{{}}}", members.join(","));
+                if broken == 0 {
+                    let at = broken_at.index(chunk.len());
+                    format!("{}{}", &chunk[..at], &chunk[at + 1..])
+                } else {
+                    chunk
+                }
+            })
     }
 }

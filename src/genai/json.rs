@@ -233,6 +233,19 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for FieldVisitor<T> {
     }
 }
 
+/// A member that also says whether its key was there at all, `null` included.
+#[derive(Debug, Default)]
+pub struct Seen<T> {
+    pub seen: bool,
+    pub value: T,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seen<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(|value| Seen { seen: true, value })
+    }
+}
+
 /// Takes fields out of a parsed document, remembering the ones whose type was unexpected, so
 /// every parser reports them the same way.
 #[derive(Debug, Default)]

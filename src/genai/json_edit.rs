@@ -3,8 +3,9 @@
 //! Owns: locating a member (its key, its value, the span to remove with its comma) without
 //! re-serialising anything, so an edit changes exactly the bytes it means to and every other
 //! byte (whitespace, number formatting, key order, escapes) stays as the client or upstream
-//! wrote it. Does not: validate JSON beyond what finding members needs; callers only edit
-//! documents serde has already read.
+//! wrote it; and [`Repeats`], which cuts the members a stream repeats in every chunk before the
+//! chunk is read. Does not: validate JSON beyond what finding members needs; callers only edit
+//! (or learn from) documents serde has already read.
 
 use std::ops::Range;
 
@@ -156,6 +157,142 @@ pub fn splice(b: &[u8], range: Range<usize>, with: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The top-level members a stream repeats byte for byte at the start and at the end of every
+/// chunk (OpenAI sends `id`, `object`, `created`, `model`, `service_tier` and
+/// `system_fingerprint` before `choices`; Azure sends them after it), learnt from the last chunk
+/// read in full, so that the next chunk's reader sees only what lies between.
+///
+/// Reading `{` + middle + `}` accepts exactly the chunks that reading them whole accepts, when the
+/// middle starts with a key. The head and the tail are the same bytes, in the same place, as in
+/// a chunk serde accepted, and JSON's tokens outside a string do not depend on what precedes
+/// them. What is left is a string the middle leaves open: the tail's first byte that is not
+/// whitespace or a comma is its first key's opening quote, which would close that string and be
+/// followed by the key's first character, which no JSON value may be followed by: only plain
+/// keys (`[A-Za-z0-9_]+`) are learnt, so a quote, a colon or a comma is never that character. A
+/// string ending in a backslash meets whitespace or a comma, both invalid escapes. Nesting the
+/// middle leaves open is caught by the tail's balance (it closes exactly one object). Both
+/// edges are ASCII, so UTF-8 validity is the middle's alone.
+///
+/// The caller must still make sure the middle holds none of the head's or the tail's keys: a
+/// duplicate the whole reading would reject (serde rejects a known field twice) passes the cut
+/// reading, which never sees the first one.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    /// Up to the first key to read, `{` included; empty when nothing repeats there.
+    head: Vec<u8>,
+    /// From the end of the last value to read, the closing `}` included; empty likewise.
+    tail: Vec<u8>,
+    hits: u32,
+    misses: u32,
+}
+
+impl Repeats {
+    /// Below this many relearnt chunks, learning goes on whatever the hit rate.
+    const PATIENCE: u32 = 4;
+
+    /// Writes into `out` what is left to read of `chunk` once the remembered head and tail are
+    /// cut: `{`, the members between them, `}`. False when nothing can be cut: `chunk` must be
+    /// read whole, then passed to [`Repeats::learn`]. A head or tail the chunk does not repeat is
+    /// forgotten.
+    pub fn cut(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.head.is_empty() && self.tail.is_empty() {
+            return false;
+        }
+        if !chunk.starts_with(&self.head) {
+            self.head.clear();
+        }
+        if !chunk.ends_with(&self.tail) {
+            self.tail.clear();
+        }
+        let start = if self.head.is_empty() {
+            let open = skip_ws(chunk, 0);
+            if chunk.get(open) != Some(&b'{') {
+                return self.missed();
+            }
+            open + 1
+        } else {
+            self.head.len()
+        };
+        let end = if self.tail.is_empty() {
+            let close = skip_ws_back(chunk, chunk.len());
+            if close == 0 || chunk[close - 1] != b'}' {
+                return self.missed();
+            }
+            close - 1
+        } else {
+            chunk.len() - self.tail.len()
+        };
+        if (self.head.is_empty() && self.tail.is_empty())
+            || start > end
+            || chunk.get(skip_ws(chunk, start)) != Some(&b'"')
+        {
+            return self.missed();
+        }
+        out.clear();
+        out.push(b'{');
+        out.extend_from_slice(&chunk[start..end]);
+        out.push(b'}');
+        self.hits += 1;
+        true
+    }
+
+    /// Never learns: every chunk is read whole (the reference the cut reading is tested against).
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        Repeats {
+            misses: u32::MAX,
+            ..Repeats::default()
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hits(&self) -> u32 {
+        self.hits
+    }
+
+    fn missed(&mut self) -> bool {
+        self.misses += 1;
+        false
+    }
+
+    /// Remembers the leading and trailing members of `chunk`, a document serde has accepted,
+    /// whose keys are plain and `repeatable`. Once most chunks have missed (a stream whose head
+    /// changes every time), it stops learning and every chunk is read whole.
+    pub fn learn(&mut self, chunk: &[u8], repeatable: impl Fn(&[u8]) -> bool) {
+        self.head.clear();
+        self.tail.clear();
+        if self.misses >= Self::PATIENCE && self.misses > self.hits {
+            return;
+        }
+        let Some((_, members)) = members(chunk) else {
+            return;
+        };
+        let skips = |m: &Member| {
+            let key = &chunk[m.key.clone()];
+            !key.is_empty()
+                && key.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                && repeatable(key)
+        };
+        // A chunk of nothing but repeatable members leaves nothing to cut around.
+        if let (Some(first), Some(last)) = (
+            members.iter().position(|m| !skips(m)),
+            members.iter().rposition(|m| !skips(m)),
+        ) {
+            if first > 0 {
+                self.head
+                    .extend_from_slice(&chunk[..members[first].key.start - 1]);
+            }
+            if last + 1 < members.len() {
+                self.tail
+                    .extend_from_slice(&chunk[members[last].value.end..]);
+            }
+        }
+        if self.head.is_empty() && self.tail.is_empty() {
+            self.misses += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -248,6 +385,142 @@ pub(crate) mod tests {
             if let Some((_, ms)) = members(&b) {
                 for i in 0..ms.len() {
                     let _ = splice(&b, removal(&ms, i), b"");
+                }
+            }
+        }
+    }
+
+    fn cut(repeats: &mut Repeats, chunk: &str) -> Option<String> {
+        let mut out = Vec::new();
+        repeats
+            .cut(chunk.as_bytes(), &mut out)
+            .then(|| String::from_utf8(out).unwrap())
+    }
+
+    fn learnt(chunk: &str) -> Repeats {
+        let mut repeats = Repeats::default();
+        repeats.learn(chunk.as_bytes(), |k| k != b"choices");
+        repeats
+    }
+
+    #[test]
+    fn repeated_head_and_tail_are_cut_around_what_must_be_read() {
+        let first = r#" {"id":"a","created":1, "choices":[1],"x":{"y":2},"model":"m"}"#;
+        let mut r = learnt(first);
+        assert_eq!(
+            cut(
+                &mut r,
+                r#" {"id":"a","created":1, "choices":[2],"x":{"y":2},"model":"m"}"#
+            )
+            .as_deref(),
+            Some(r#"{"choices":[2]}"#)
+        );
+        // The head no longer repeats: forgotten, and the tail still cut.
+        assert_eq!(
+            cut(
+                &mut r,
+                r#"{"id":"b","choices":[3],"x":{"y":2},"model":"m"}"#
+            )
+            .as_deref(),
+            Some(r#"{"id":"b","choices":[3]}"#)
+        );
+        // Nothing repeats any more: the chunk is read whole and learnt from.
+        assert_eq!(cut(&mut r, r#"{"id":"b","choices":[4]}"#), None);
+    }
+
+    #[test]
+    fn a_middle_that_is_not_a_member_is_read_whole() {
+        let mut r = learnt(r#"{"id":"a","choices":[],"model":"m"}"#);
+        // `{` + `}` alone would be a valid object; the whole chunk is not.
+        assert_eq!(cut(&mut r, r#"{"id":"a",,"model":"m"}"#), None);
+        let mut r = learnt(r#"{"id":"a","choices":[],"model":"m"}"#);
+        assert_eq!(cut(&mut r, r#"{"id":"a","model":"m"}"#), None);
+    }
+
+    #[test]
+    fn keys_that_are_not_plain_are_never_cut() {
+        let mut r = learnt(r#"{"i d":"a","choices":[],"\u0063hoices":1,"k:":"m"}"#);
+        assert_eq!(r.head, b"");
+        assert_eq!(r.tail, b"");
+        assert_eq!(cut(&mut r, r#"{"i d":"a","choices":[]}"#), None);
+    }
+
+    #[test]
+    fn a_stream_that_never_repeats_stops_being_learnt() {
+        let mut r = Repeats::default();
+        for i in 0..20 {
+            let chunk = format!(r#"{{"id":"{i}","choices":[]}}"#);
+            if cut(&mut r, &chunk).is_none() {
+                r.learn(chunk.as_bytes(), |k| k != b"choices");
+            }
+        }
+        assert!(r.head.is_empty());
+        assert!(r.misses <= Repeats::PATIENCE + 1, "{}", r.misses);
+    }
+
+    /// Keys and values for the head and tail, mostly plain (only plain ones are learnt).
+    fn plain_members() -> impl Strategy<Value = Vec<(String, Value)>> {
+        let value = prop_oneof![
+            Just(Value::Null),
+            any::<i32>().prop_map(Value::from),
+            "[a-z\\\" ,:{}]{0,6}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![4 => "[a-z_]{1,4}", 1 => "[a-z:, ]{0,3}"];
+        proptest::collection::vec((key, value), 0..4)
+    }
+
+    fn join(members: &[(String, Value)]) -> String {
+        members
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    proptest! {
+        /// Whatever the middle holds (strings left open, stray escapes, unbalanced brackets),
+        /// the cut reading accepts a chunk exactly when the whole reading does.
+        #[test]
+        fn cut_reading_accepts_what_whole_reading_accepts(
+            head in plain_members(),
+            tail in plain_members(),
+            middle in prop_oneof![
+                "[a-z0-9\\\" ,:{}\\[\\]]{0,24}",
+                // A well-formed middle with one byte inserted or the rest cut off.
+                (object(), any::<prop::sample::Index>(), "[\\\" ,:{}\\[\\]]?").prop_map(|(o, at, with)| {
+                    let text = serde_json::to_string(&Value::Object(o)).unwrap();
+                    let inner = &text[1..text.len() - 1];
+                    let at = at.index(inner.len() + 1);
+                    let at = (0..=at).rev().find(|i| inner.is_char_boundary(*i)).unwrap_or(0);
+                    if with.is_empty() { inner[..at].to_owned() } else { format!("{}{with}{}", &inner[..at], &inner[at..]) }
+                }),
+            ],
+            pretty in any::<bool>(),
+        ) {
+            let sep = if pretty { ", " } else { "," };
+            let compose = |middle: &str| {
+                let mut parts = Vec::new();
+                if !head.is_empty() { parts.push(join(&head)); }
+                parts.push(middle.to_owned());
+                if !tail.is_empty() { parts.push(join(&tail)); }
+                format!("{{{}}}", parts.join(sep))
+            };
+            let learnt_from = compose(r#""choices":[]"#);
+            prop_assume!(serde_json::from_str::<Value>(&learnt_from).is_ok());
+            let mut repeats = Repeats::default();
+            repeats.learn(learnt_from.as_bytes(), |k| k != b"choices");
+            let chunk = compose(&middle);
+            if let Some(cut) = cut(&mut repeats, &chunk) {
+                let whole = serde_json::from_str::<Value>(&chunk);
+                let part = serde_json::from_str::<Value>(&cut);
+                prop_assert_eq!(whole.is_ok(), part.is_ok(), "{} → {}", chunk, cut);
+                if let (Ok(Value::Object(whole)), Ok(Value::Object(part))) = (whole, part) {
+                    let repeated: Vec<&String> = head.iter().chain(&tail).map(|(k, _)| k).collect();
+                    for (k, v) in &part {
+                        if !repeated.contains(&k) {
+                            prop_assert_eq!(whole.get(k), Some(v));
+                        }
+                    }
                 }
             }
         }
