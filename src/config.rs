@@ -1632,10 +1632,10 @@ max_queue_size = 100
             file: Some(f.0.clone()),
             ..Sources::default()
         }));
-        assert!(
-            e.contains("urll") && e.contains(&f.0.display().to_string()),
-            "{e}"
-        );
+        // figment shows the path relative to the working directory when it can (`../x.toml`
+        // from a checkout under the temp dir): the file's name is in it either way.
+        let name = f.0.file_name().unwrap_or_default().to_string_lossy();
+        assert!(e.contains("urll") && e.contains(&*name), "{e}");
 
         let e = error_text(load_env(&[("GENAI_TAP_UPSTREAM__URL", "ftp://x")]));
         assert_eq!(
