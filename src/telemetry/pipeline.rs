@@ -7,10 +7,9 @@
 //! another. Spans and log records (events) share this code through [`Destination`].
 //! Does not: build spans or records, or pick exporters.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
@@ -115,47 +114,83 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The items waiting for export, shared by the handle (which pushes) and the export task
-/// (which takes whole batches). Offering takes an uncontended lock and wakes the task only when
-/// a full batch is waiting: the telemetry thread is not woken once per span, which on a loaded
-/// machine cost a cross-thread wake-up and a context switch per proxied request.
+/// The items waiting for export, shared by the handles (which offer) and the export task (which
+/// takes whole batches).
+///
+/// Offering takes no lock: the export task may run at `SCHED_IDLE`, and a serving thread that
+/// waited on a lock held by a preempted idle thread would wait for as long as the CPU stayed busy.
+/// Items travel through std's lock-free channel; `len` admits them (bounded, and closed at
+/// shutdown) and wakes the task only when a full batch is waiting, so the telemetry thread is not
+/// woken once per span, which on a loaded machine cost a cross-thread wake-up and a context
+/// switch per proxied request.
 struct Queue<T> {
-    state: Mutex<QueueState<T>>,
+    sender: std_mpsc::Sender<T>,
+    /// Received only by the export task (whose flush and shutdown are its own too).
+    receiver: Mutex<std_mpsc::Receiver<T>>,
+    /// Items admitted and not yet taken, with [`CLOSED`] set once the pipeline has shut down.
+    len: AtomicUsize,
     /// Raised when a full batch is waiting (a stored permit is not lost while the task exports).
     full: Notify,
 }
 
-struct QueueState<T> {
-    items: VecDeque<T>,
-    /// False once the pipeline has shut down: later items are dropped and counted.
-    open: bool,
-}
+/// The bit of [`Queue::len`] that says the queue takes no more items.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 impl<T> Queue<T> {
-    /// The state; a panic while it was held (there is no code that can) does not stop export.
-    fn state(&self) -> std::sync::MutexGuard<'_, QueueState<T>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn new() -> Self {
+        let (sender, receiver) = std_mpsc::channel();
+        Queue {
+            sender,
+            receiver: Mutex::new(receiver),
+            len: AtomicUsize::new(0),
+            full: Notify::new(),
+        }
     }
 
-    /// Up to `max` items from the front; fewer only when `partial` (none otherwise). The lock
-    /// is held for a swap of buffers, not for moving a batch: offering never waits on an export.
+    /// Counts an item in, unless the queue is closed or holds `max`; returns the new length.
+    fn admit(&self, max: usize) -> Option<usize> {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |len| {
+                (len & CLOSED == 0 && len < max).then_some(len + 1)
+            })
+            .ok()
+            .map(|len| len + 1)
+    }
+
+    /// Items admitted and not yet taken.
+    fn depth(&self) -> usize {
+        self.len.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// Takes no more items; those already admitted are still taken.
+    fn close(&self) {
+        self.len.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Up to `max` items from the front; fewer only when `partial` (none otherwise). An item
+    /// admitted but still on its way in (its sender between counting and sending) is left for
+    /// the next call.
     fn take(&self, max: usize, partial: bool) -> Vec<T> {
-        let mut fresh = VecDeque::new();
-        let mut state = self.state();
-        let len = state.items.len();
-        let n = len.min(max);
+        let n = self.depth().min(max);
         if n == 0 || (n < max && !partial) {
             return Vec::new();
         }
-        if n < len {
-            // More than a batch waits: the rest (usually a few items) moves to a buffer of its own.
-            fresh = state.items.split_off(n);
+        let mut batch = Vec::with_capacity(n);
+        {
+            // Only the export task receives: this lock is never contended by an offer.
+            let receiver = self
+                .receiver
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while batch.len() < n {
+                match receiver.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
         }
-        let taken = std::mem::replace(&mut state.items, fresh);
-        drop(state);
-        Vec::from(taken)
+        self.len.fetch_sub(batch.len(), Ordering::AcqRel);
+        batch
     }
 }
 
@@ -186,13 +221,7 @@ impl<T: Send + 'static> Pipeline<T> {
         settings: BatchSettings,
         stats: Arc<Stats>,
     ) -> Pipeline<T> {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                open: true,
-            }),
-            full: Notify::new(),
-        });
+        let queue = Arc::new(Queue::new());
         let (control, rx) = mpsc::channel(4);
         tokio::spawn(run(
             name,
@@ -215,10 +244,7 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Queues an item for export, or drops it (counted) when the queue is full.
     pub fn offer(&self, item: T) {
-        let mut state = self.queue.state();
-        let len = state.items.len();
-        if !state.open || len >= self.settings.max_queue_size {
-            drop(state);
+        let Some(len) = self.queue.admit(self.settings.max_queue_size) else {
             Stats::incr((self.counters.dropped)(&self.stats));
             if let Some(suppressed) = self.drops.check() {
                 tracing::warn!(
@@ -228,12 +254,12 @@ impl<T: Send + 'static> Pipeline<T> {
                 );
             }
             return;
-        }
-        state.items.push_back(item);
-        drop(state);
+        };
+        // The receiver lives in the queue itself, so sending cannot fail.
+        let _ = self.queue.sender.send(item);
         Stats::incr((self.counters.queued)(&self.stats));
-        // Items arrive one at a time, so the length passes through every value on its way up.
-        if len + 1 == self.settings.max_export_batch_size {
+        // Every admission returns a length of its own, so one of them is the batch size.
+        if len == self.settings.max_export_batch_size {
             self.queue.full.notify_one();
         }
     }
@@ -244,7 +270,7 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Items waiting in the queue now.
     pub fn depth(&self) -> usize {
-        self.queue.state().items.len()
+        self.queue.depth()
     }
 
     /// Exports everything queued so far; returns when the exporter has answered for it.
@@ -310,8 +336,17 @@ impl<D: Destination> Exporting<'_, D> {
 
     /// Exports everything and stops the exporter; the queue takes no more items.
     async fn stop(&self) {
-        self.queue.state().open = false;
+        self.queue.close();
         self.drain(true).await;
+        // An item admitted just before the close may still be on its way in: its sender is
+        // between two instructions, so it comes within a few polls (bounded all the same).
+        for _ in 0..100 {
+            if self.queue.depth() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.drain(true).await;
+        }
         if let Err(e) = self.destination.shutdown() {
             tracing::debug!(exporter = self.name, error = %e, "exporter shutdown reported an error");
         }
@@ -492,5 +527,35 @@ mod tests {
         let s = stats.snapshot();
         assert!(s.spans_failed >= 1, "{s:?}");
         assert_eq!(s.spans_exported + s.spans_failed, s.spans_queued);
+    }
+
+    /// The export side may be a `SCHED_IDLE` thread preempted in the middle of taking a batch:
+    /// offering must not wait for it.
+    #[tokio::test]
+    async fn offering_never_waits_for_the_export_side_taking_a_batch() {
+        let exporter = MemoryExporter::default();
+        let stats = Arc::new(Stats::default());
+        let p = Arc::new(Pipeline::spawn(
+            "mem",
+            Spans::new(exporter.clone(), &resource()),
+            settings(16, 8),
+            stats.clone(),
+        ));
+        let taking = p.queue.receiver.lock().unwrap();
+        let (done, offered) = std::sync::mpsc::channel();
+        let offering = p.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                offering.offer(span("x"));
+            }
+            let _ = done.send(());
+        });
+        offered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("offers went through while the receiving side was held");
+        drop(taking);
+        p.flush().await;
+        assert_eq!(exporter.spans().len(), 10);
+        assert_eq!(stats.snapshot().spans_queued, 10);
     }
 }
