@@ -232,7 +232,7 @@ impl Repeats {
         out.push(b'{');
         out.extend_from_slice(&chunk[start..end]);
         out.push(b'}');
-        self.hits += 1;
+        self.hits = self.hits.saturating_add(1);
         true
     }
 
@@ -251,7 +251,7 @@ impl Repeats {
     }
 
     fn missed(&mut self) -> bool {
-        self.misses += 1;
+        self.misses = self.misses.saturating_add(1);
         false
     }
 
@@ -288,7 +288,7 @@ impl Repeats {
             }
         }
         if self.head.is_empty() && self.tail.is_empty() {
-            self.misses += 1;
+            self.missed();
         }
     }
 }
