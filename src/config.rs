@@ -18,6 +18,10 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+// The `[redaction]` section's schema lives beside the rule engine that reads it, which builds
+// without the proxy (see `fuzz/`).
+pub use crate::redact::{RedactionConfig, RuleConfig};
+
 /// The default proxy port: clear of apps' usual 3000/5000/8080 and of OTLP's 4317/4318.
 pub const DEFAULT_PORT: u16 = 7420;
 
@@ -507,46 +511,6 @@ pub const FORBIDDEN_HEADERS: &[&str] = &[
     "set-cookie",
     "proxy-authorization",
 ];
-
-/// Redaction rules, applied in order to every captured text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedactionConfig {
-    pub rules: Vec<RuleConfig>,
-    /// In JSON content (tool arguments and results), values under these keys are replaced
-    /// whatever they hold. Compared case-insensitively.
-    pub json_keys: Vec<String>,
-    /// Text for those values, or `hash`.
-    pub json_key_replacement: String,
-    /// The key of `hash` replacements; a secret (masked by check-config, never logged).
-    pub hash_key: Option<String>,
-}
-
-impl Default for RedactionConfig {
-    fn default() -> Self {
-        RedactionConfig {
-            rules: Vec::new(),
-            json_keys: Vec::new(),
-            json_key_replacement: "[REDACTED]".to_owned(),
-            hash_key: None,
-        }
-    }
-}
-
-/// One rule: a preset (or group: `api_keys`, `pii`, `all`), or a named regex.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuleConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub preset: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub regex: Option<String>,
-    /// Fixed text (may use `$1`, `${name}`), or `hash`. Default `[REDACTED:<name>]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -7,10 +7,9 @@
 use std::sync::OnceLock;
 
 use crate::codec::Decoder;
-use crate::config::{RedactionConfig, RuleConfig};
 use crate::genai::sse::{SseDecoder, SseStats};
 use crate::genai::{self, Api};
-use crate::redact::Redactor;
+use crate::redact::{RedactionConfig, Redactor, RuleConfig};
 
 type Decoded = (Vec<(Vec<u8>, Vec<u8>)>, SseStats, bool);
 

@@ -22,23 +22,39 @@
 
 #![forbid(unsafe_code)]
 
+// Without the `proxy` feature (default on) only the pure protocol modules build: no IO, no
+// async runtime, no OpenTelemetry SDK. The fuzz targets use that.
+
+#[cfg(feature = "proxy")]
 pub mod admin;
+#[cfg(feature = "proxy")]
 pub mod app;
+#[cfg(feature = "proxy")]
 pub mod client;
 pub mod codec;
+#[cfg(feature = "proxy")]
 pub mod config;
+#[cfg(feature = "proxy")]
 pub mod demo;
 pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod genai;
+#[cfg(feature = "proxy")]
 pub mod mock;
+#[cfg(feature = "proxy")]
 pub mod observer;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod redact;
+#[cfg(feature = "proxy")]
 pub mod reload;
+#[cfg(feature = "proxy")]
 pub mod server;
 pub mod stats;
+#[cfg(feature = "proxy")]
 pub mod tap;
+#[cfg(feature = "proxy")]
 pub mod telemetry;
+#[cfg(feature = "proxy")]
 pub mod tls;

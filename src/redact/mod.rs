@@ -4,8 +4,10 @@
 //! free-text field, so captured content cannot reach telemetry unredacted by construction;
 //! [`Redactor::text`] for other free-text values (allowlisted header values, conversation ids);
 //! and the rule engine: presets, custom regexes, JSON-key rules for tool arguments and results,
-//! and keyed-hash replacement. Rules apply in order. Each text is first scanned once by the
-//! combined pattern set; when nothing matches, the input is returned as is, without allocating.
+//! and keyed-hash replacement, built from the `[redaction]` configuration section
+//! ([`RedactionConfig`]; `config` layers and validates it). Rules apply in order. Each text is
+//! first scanned once by the combined pattern set; when nothing matches, the input is returned
+//! as is, without allocating.
 //! Does not: decide whether content is captured.
 
 pub mod presets;
@@ -14,9 +16,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use regex::{Captures, Regex, RegexSet};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{RedactionConfig, RuleConfig};
 use crate::genai::content::{Message, Part, RequestContent, TextKind, ToolDefinition};
 use crate::stats::Stats;
 use presets::Validator;
@@ -43,6 +45,46 @@ impl Content {
     pub fn tools(&self) -> &[ToolDefinition] {
         &self.tools
     }
+}
+
+/// Redaction rules, applied in order to every captured text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactionConfig {
+    pub rules: Vec<RuleConfig>,
+    /// In JSON content (tool arguments and results), values under these keys are replaced
+    /// whatever they hold. Compared case-insensitively.
+    pub json_keys: Vec<String>,
+    /// Text for those values, or `hash`.
+    pub json_key_replacement: String,
+    /// The key of `hash` replacements; a secret (masked by check-config, never logged).
+    pub hash_key: Option<String>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            rules: Vec::new(),
+            json_keys: Vec::new(),
+            json_key_replacement: "[REDACTED]".to_owned(),
+            hash_key: None,
+        }
+    }
+}
+
+/// One rule: a preset (or group: `api_keys`, `pii`, `all`), or a named regex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Fixed text (may use `$1`, `${name}`), or `hash`. Default `[REDACTED:<name>]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
 /// A rule that cannot be built, with the configuration key it came from.
