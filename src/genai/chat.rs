@@ -7,6 +7,7 @@
 //! message form (`content`); streamed text is only collected when asked to.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,7 +17,7 @@ use serde::de::MapAccess;
 use super::ResponseSummary;
 use super::content::{Message, Part};
 use super::json::{self, Code, Field, Lenient, List, Obj, Seen, Strings, Taker};
-use super::json_edit::Repeats;
+use super::json_edit::{Repeats, StringSlot};
 use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
 
 /// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
@@ -301,6 +302,17 @@ impl CompletionWire<'_> {
             || self.error.seen
             || self.prompt_filter_results.seen
     }
+
+    /// Where the first choice's text (its message's or delta's `content`, or legacy `text`)
+    /// lies in `doc`, the document this was read from, when it is a string.
+    fn text_in(&self, doc: &[u8]) -> Option<Range<usize>> {
+        let Obj(choice) = self.choices.as_ref()?.0.first()?;
+        let message = choice.message.as_ref().or(choice.delta.as_ref());
+        let raw = message.and_then(|Obj(m)| m.content).or(choice.text)?.get();
+        let start = raw.as_ptr().addr().checked_sub(doc.as_ptr().addr())?;
+        let end = start.checked_add(raw.len())?;
+        (end <= doc.len()).then_some(start..end)
+    }
 }
 
 /// Reads a complete (non-streaming) response; with `capture`, its output messages too.
@@ -349,6 +361,9 @@ pub struct ChatStream {
     /// The members each chunk repeats, and the buffer the rest is read from.
     repeats: Repeats,
     middle: Vec<u8>,
+    /// The last chunk read (its middle), with its text marked: without capture, a chunk that
+    /// differs from it only there changes nothing.
+    text_only: StringSlot,
 }
 
 impl ChatStream {
@@ -410,18 +425,28 @@ impl ChatStream {
         // only what lies between them. Anything amiss there is left to the whole reading
         // below, which also says where a problem is in the chunk as sent.
         let mut middle = std::mem::take(&mut self.middle);
-        let cut = self.repeats.cut(data, &mut middle)
-            && match json::parse_object::<CompletionWire<'_>>(&middle) {
-                Ok(w) if !w.names_a_cut_member() => {
-                    self.apply(w);
-                    true
-                }
-                _ => false,
-            };
+        let cut = self.repeats.cut(data, &mut middle);
+        // Without capture the text is not read, and reading the last chunk again changes
+        // nothing (each member keeps its first non-empty value or its last one): a chunk that
+        // differs from it only in its text, as most of a stream's chunks do, need not be read.
+        let read = cut && !self.capture && self.text_only.matches(&middle)
+            || cut
+                && match json::parse_object::<CompletionWire<'_>>(&middle) {
+                    Ok(w) if !w.names_a_cut_member() => {
+                        match w.text_in(&middle).filter(|_| !self.capture) {
+                            Some(text) => self.text_only.learn(&middle, text),
+                            None => self.text_only.forget(),
+                        }
+                        self.apply(w);
+                        true
+                    }
+                    _ => false,
+                };
         self.middle = middle;
-        if cut {
+        if read {
             return true;
         }
+        self.text_only.forget();
         match json::parse_object::<CompletionWire<'_>>(data) {
             Ok(w) => {
                 self.repeats
@@ -907,13 +932,38 @@ mod tests {
 
     #[test]
     fn openai_and_azure_streams_are_read_cut() {
-        for name in ["chat_stream_usage.sse", "chat_stream_azure.sse"] {
+        let read = |bytes: &[u8], capture: bool, cutting: bool| {
             let mut d = SseDecoder::new(1 << 20);
-            let mut s = ChatStream::new(false);
-            d.push(&fixture(name), &mut |e| {
+            let mut s = ChatStream::new(capture);
+            if !cutting {
+                s.repeats = Repeats::never();
+            }
+            d.push(bytes, &mut |e| {
                 s.push(e.data);
             });
+            s
+        };
+        // Azure's fixture, with its one text delta followed by two more.
+        let azure = String::from_utf8(fixture("chat_stream_azure.sse")).unwrap();
+        let hi = azure
+            .lines()
+            .find(|l| l.contains(r#""content":"Hi""#))
+            .unwrap();
+        let more = [r#"" there""#, r#""\n\"friend\"""#].map(|t| hi.replace(r#""Hi""#, t));
+        let azure = azure.replace(hi, &format!("{hi}\n\n{}\n\n{}", more[0], more[1]));
+        for (name, bytes, texts_not_read) in [
+            ("openai", fixture("chat_stream_usage.sse"), 1),
+            ("azure", azure.into_bytes(), 2),
+        ] {
+            let s = read(&bytes, false, true);
             assert!(s.repeats.hits() >= 2, "{name}: {:?}", s.repeats);
+            // Past the first, the text deltas are not read at all.
+            assert_eq!(s.text_only.hits(), texts_not_read, "{name}");
+            assert_eq!(s.finish(), read(&bytes, false, false).finish(), "{name}");
+            // With capture on, every text is read.
+            let s = read(&bytes, true, true);
+            assert_eq!(s.text_only.hits(), 0, "{name}");
+            assert_eq!(s.finish(), read(&bytes, true, false).finish(), "{name}");
         }
     }
 
@@ -961,6 +1011,85 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_chunk_read_whole_in_between_is_not_skipped_over() {
+        let text = |text: &str, finish: &str, more: &str| {
+            format!(
+                r#"{{"id":"c","model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":"{finish}"}}]{more}}}"#
+            )
+        };
+        let chunks = [
+            text("a", "length", ""),
+            text("b", "length", ""),
+            // Read whole: it names a member the head learnt from the first does not have.
+            text("c", "stop", r#","usage":{"completion_tokens":3}"#),
+            // Like the second but for its text: what it says comes after the third.
+            text("d", "length", ""),
+        ];
+        let mut s = ChatStream::new(false);
+        for c in &chunks {
+            s.push(c.as_bytes());
+        }
+        assert_eq!(s.finish().facts.finish_reasons, vec!["length".to_owned()]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Text deltas that only differ from the chunk before in their text, left unread when
+        /// content is not captured, change nothing a stream amounts to, whatever the text
+        /// holds (a quote, a bad escape, a control character) or a chunk broken anywhere.
+        #[test]
+        fn leaving_texts_unread_changes_no_summary(
+            head_last in any::<bool>(),
+            chunks in proptest::collection::vec(text_chunk(), 1..24),
+            capture in any::<bool>(),
+        ) {
+            let mut skipping = ChatStream::new(capture);
+            let mut whole = ChatStream::new(capture);
+            whole.repeats = Repeats::never();
+            for (delta, finish, usage, broken) in &chunks {
+                let choice = format!(r#"{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}"#);
+                // A member the others lack, read whole, between two chunks alike.
+                let usage = if *usage { r#","usage":{"prompt_tokens":1,"completion_tokens":2}"# } else { "" };
+                let chunk = if head_last {
+                    format!(r#"{{"choices":[{choice}]{usage},"created":1,"id":"c","model":"m"}}"#)
+                } else {
+                    format!(r#"{{"id":"c","created":1,"model":"m","choices":[{choice}]{usage}}}"#)
+                };
+                let mut chunk = chunk.into_bytes();
+                if let Some(at) = broken {
+                    chunk.remove(at.index(chunk.len()));
+                }
+                skipping.push(&chunk);
+                whole.push(&chunk);
+            }
+            prop_assert_eq!(skipping.finish(), whole.finish());
+        }
+    }
+
+    /// A delta (mostly text, as it varies), its finish reason, whether usage comes with it, and
+    /// where one byte is missing.
+    fn text_chunk()
+    -> impl Strategy<Value = (String, &'static str, bool, Option<prop::sample::Index>)> {
+        let text = r#"([a-z ,{}/é]|\\[n"/\\]|\\u00[0-9a-fA-F]{2}){0,6}"#;
+        let delta = prop_oneof![
+            6 => text.prop_map(|text| format!(r#"{{"content":"{text}"}}"#)),
+            // What serde refuses in a string, or a quote that ends it early.
+            2 => (text, prop_oneof![Just(r#"""#), Just(r"\q"), Just(r"\u00x1"), Just("\t"), Just(r"\")])
+                .prop_map(|(text, bad)| format!(r#"{{"content":"{text}{bad}"}}"#)),
+            1 => Just(r#"{"role":"assistant","content":""}"#.to_owned()),
+            1 => Just(r#"{"content":null}"#.to_owned()),
+            1 => Just("{}".to_owned()),
+        ];
+        let finish =
+            prop_oneof![4 => Just("null"), 1 => Just(r#""stop""#), 1 => Just(r#""length""#)];
+        let usage = prop_oneof![4 => Just(false), 1 => Just(true)];
+        let broken =
+            prop_oneof![15 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)];
+        (delta, finish, usage, broken)
+    }
+
     /// A chunk as OpenAI (head first), Azure (head last) or anyone else would send it.
     fn chunk() -> impl Strategy<Value = String> {
         // Mostly the same head, as in a real stream, so that chunks repeat it.
@@ -976,12 +1105,15 @@ mod tests {
         let choice = (
             prop_oneof![4 => Just(0i64), 1 => Just(1)],
             prop_oneof![
-                1 => Just(r#"{"role":"assistant","content":""}"#),
-                4 => Just(r#"{"content":" word"}"#),
-                1 => Just(r#"{"content":"\"quoted\", {}"}"#),
-                1 => Just(r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{\"a\""}}]}"#),
-                1 => Just(r#"{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}"#),
-                1 => Just("{}"),
+                1 => Just(r#"{"role":"assistant","content":""}"#.to_owned()),
+                4 => Just(r#"{"content":" word"}"#.to_owned()),
+                // Text deltas as they vary, with what serde would refuse in a string.
+                4 => r#"([a-z ",{}]|\\[nu"q]|\\u00[0-9a-fA-Fx]{2}|\t){0,4}"#
+                    .prop_map(|text| format!(r#"{{"content":"{text}"}}"#)),
+                1 => Just(r#"{"content":"\"quoted\", {}"}"#.to_owned()),
+                1 => Just(r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{\"a\""}}]}"#.to_owned()),
+                1 => Just(r#"{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}"#.to_owned()),
+                1 => Just("{}".to_owned()),
             ],
             prop_oneof![4 => Just("null"), 1 => Just(r#""stop""#), 1 => Just(r#""length""#)],
         )

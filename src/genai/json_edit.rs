@@ -3,8 +3,9 @@
 //! Owns: locating a member (its key, its value, the span to remove with its comma) without
 //! re-serialising anything, so an edit changes exactly the bytes it means to and every other
 //! byte (whitespace, number formatting, key order, escapes) stays as the client or upstream
-//! wrote it; and [`Repeats`], which cuts the members a stream repeats in every chunk before the
-//! chunk is read. Does not: validate JSON beyond what finding members needs; callers only edit
+//! wrote it; [`Repeats`], which cuts the members a stream repeats in every chunk before the
+//! chunk is read; and [`StringSlot`], which tells a chunk that differs from the last one only
+//! inside one string. Does not: validate JSON beyond what finding members needs; callers only edit
 //! (or learn from) documents serde has already read.
 
 use std::ops::Range;
@@ -293,6 +294,90 @@ impl Repeats {
     }
 }
 
+/// The last document read, with one of its string values marked: a document that repeats it
+/// byte for byte outside that string's contents is read the same way, that string aside. A
+/// stream's text deltas are such documents, and a reader that ignores the text (content capture
+/// off) need not read them at all.
+///
+/// Exact: the bytes up to the string's opening quote are those of a document serde accepted, so
+/// the reader reaches the string in the same state. The string ends at its first unescaped
+/// quote; [`string_body`] admits only contents that hold none, do not end in an unpaired
+/// backslash (which would escape the closing quote) and hold nothing serde's string reading
+/// rejects (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8).
+/// So the string closes where it did, the reader leaves it in the state it did, and the rest is
+/// the same bytes. Both edges are quotes (ASCII), so UTF-8 validity is each part's alone.
+#[derive(Debug, Default)]
+pub struct StringSlot {
+    /// Up to the string's opening quote, included; empty when nothing is learnt.
+    before: Vec<u8>,
+    /// From the string's closing quote, included.
+    after: Vec<u8>,
+    hits: u32,
+}
+
+impl StringSlot {
+    /// Remembers `doc`, a document serde has accepted, and `string`, the range of one of its
+    /// string values, quotes included.
+    pub fn learn(&mut self, doc: &[u8], string: Range<usize>) {
+        self.forget();
+        let Some(value) = doc.get(string.clone()) else {
+            return;
+        };
+        if value.len() >= 2 && value.starts_with(b"\"") && value.ends_with(b"\"") {
+            self.before.extend_from_slice(&doc[..string.start + 1]);
+            self.after.extend_from_slice(&doc[string.end - 1..]);
+        }
+    }
+
+    pub fn forget(&mut self) {
+        self.before.clear();
+        self.after.clear();
+    }
+
+    /// Whether `doc` is the learnt document with other valid contents in the marked string.
+    pub fn matches(&mut self, doc: &[u8]) -> bool {
+        let hit = !self.before.is_empty()
+            && doc.len() >= self.before.len() + self.after.len()
+            && doc.starts_with(&self.before)
+            && doc.ends_with(&self.after)
+            && string_body(&doc[self.before.len()..doc.len() - self.after.len()]);
+        if hit {
+            self.hits = self.hits.saturating_add(1);
+        }
+        hit
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hits(&self) -> u32 {
+        self.hits
+    }
+}
+
+/// Whether serde_json reads `body` between a string's quotes as one whole string: no unescaped
+/// quote, only JSON's escapes, no control character, valid UTF-8 (its `ignore_str`, on a
+/// document already checked to be UTF-8).
+fn string_body(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += match b {
+            b'"' | 0x00..=0x1f => return false,
+            b'\\' => match body.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
+                Some(b'u')
+                    if body
+                        .get(i + 2..i + 6)
+                        .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    6
+                }
+                _ => return false,
+            },
+            _ => 1,
+        };
+    }
+    std::str::from_utf8(body).is_ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -524,6 +609,71 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// `string_body` admits exactly what serde reads as one whole string.
+        #[test]
+        fn string_bodies_are_what_serde_reads_as_one_string(
+            body in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'"'), Just(b'\\'), Just(b'u'), Just(b'n'), Just(b'x'), Just(b'/'),
+                    Just(b'0'), Just(b'F'), Just(b'g'), Just(b' '), Just(0x01), Just(0x1f),
+                    Just(0x7f), Just(0xc3), Just(0xa9), Just(0xff),
+                ],
+                0..12,
+            ),
+        ) {
+            let mut doc = b"\"".to_vec();
+            doc.extend_from_slice(&body);
+            doc.push(b'"');
+            let serde = std::str::from_utf8(&doc)
+                .is_ok_and(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok());
+            prop_assert_eq!(string_body(&body), serde, "{:?}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn a_document_that_differs_only_inside_the_marked_string_matches() {
+        let learnt = br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+        let at = learnt.windows(4).position(|w| w == br#""Hi""#).unwrap();
+        let mut slot = StringSlot::default();
+        assert!(!slot.matches(learnt), "nothing learnt yet");
+        slot.learn(learnt, at..at + 4);
+        for same in [
+            &br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#[..],
+            br#"{"choices":[{"delta":{"content":""},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{"content":" there, \"you\"\n\u00e9"},"finish_reason":null}]}"#,
+            "{\"choices\":[{\"delta\":{\"content\":\"caf\u{e9} \u{1f600}\"},\"finish_reason\":null}]}".as_bytes(),
+        ] {
+            assert!(slot.matches(same), "{}", String::from_utf8_lossy(same));
+        }
+        for other in [
+            // Elsewhere than in the string.
+            &br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#[..],
+            // A quote that closes the string early, an escaped closing quote.
+            br#"{"choices":[{"delta":{"content":"a"},"b":"c"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{"content":"a\"},"finish_reason":null}]}"#,
+            // What serde rejects in a string.
+            br#"{"choices":[{"delta":{"content":"\q"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{"content":"\u12"},"finish_reason":null}]}"#,
+            b"{\"choices\":[{\"delta\":{\"content\":\"tab\there\"},\"finish_reason\":null}]}",
+            b"{\"choices\":[{\"delta\":{\"content\":\"\xff\"},\"finish_reason\":null}]}",
+            // Shorter than what is around the string.
+            br#"{"choices":[{"delta":{"content":"}"#,
+        ] {
+            assert!(!slot.matches(other), "{}", String::from_utf8_lossy(other));
+        }
+        assert_eq!(slot.hits(), 4);
+        // Only a string is marked; forgetting empties the slot.
+        let null = br#"{"content":null}"#;
+        slot.learn(null, 11..15);
+        assert!(!slot.matches(null));
+        slot.learn(learnt, at..at + 4);
+        slot.forget();
+        assert!(!slot.matches(learnt));
     }
 
     #[test]
