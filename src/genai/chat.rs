@@ -429,9 +429,9 @@ impl ChatStream {
         // Without capture the text is not read, and reading the last chunk again changes
         // nothing (each member keeps its first non-empty value or its last one): a chunk that
         // differs from it only in its text, as most of a stream's chunks do, need not be read.
-        let read = cut && !self.capture && self.text_only.matches(&middle)
-            || cut
-                && match json::parse_object::<CompletionWire<'_>>(&middle) {
+        let read = cut
+            && ((!self.capture && self.text_only.matches(&middle))
+                || match json::parse_object::<CompletionWire<'_>>(&middle) {
                     Ok(w) if !w.names_a_cut_member() => {
                         match w.text_in(&middle).filter(|_| !self.capture) {
                             Some(text) => self.text_only.learn(&middle, text),
@@ -441,7 +441,7 @@ impl ChatStream {
                         true
                     }
                     _ => false,
-                };
+                });
         self.middle = middle;
         if read {
             return true;
