@@ -5,8 +5,9 @@
 //! byte (whitespace, number formatting, key order, escapes) stays as the client or upstream
 //! wrote it; [`Repeats`], which cuts the members a stream repeats in every chunk before the
 //! chunk is read; and [`StringSlot`], which tells a chunk that differs from the last one only
-//! inside one string. Does not: validate JSON beyond what finding members needs; callers only edit
-//! (or learn from) documents serde has already read.
+//! inside one string. Does not: validate JSON beyond what finding members needs (and, for
+//! [`StringSlot`], that string's contents); callers only edit (or learn from) documents serde
+//! has already read.
 
 use std::ops::Range;
 
