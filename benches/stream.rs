@@ -71,7 +71,44 @@ fn sse(c: &mut Criterion) {
             },
         );
     }
+    // As OpenAI sends it by default since 2025: usage requested, and every chunk padded with an
+    // `obfuscation` string of its own.
+    let padded = padded(&body);
+    group.throughput(Throughput::Bytes(padded.len() as u64));
+    let parts = frames(&padded, 1024);
+    group.bench_with_input(
+        BenchmarkId::new("decode_and_accumulate_padded", 1024),
+        &parts,
+        |b, parts| {
+            b.iter(|| {
+                let mut d = SseDecoder::new(1 << 20);
+                let mut s = ChatStream::new(false);
+                for p in parts {
+                    d.push(p, &mut |e| {
+                        s.push(e.data);
+                    });
+                }
+                black_box(s.finish())
+            })
+        },
+    );
     group.finish();
+}
+
+/// `stream` with an `obfuscation` member of varying length closing every chunk.
+fn padded(stream: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(stream);
+    let mut out = String::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        match line.strip_suffix("}\n") {
+            Some(l) if l.starts_with("data: {") => {
+                let pad = &"Zt2hQ9kLx0"[..i % 10];
+                out.push_str(&format!("{l},\"obfuscation\":\"{pad}\"}}\n"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.into_bytes()
 }
 
 fn extraction(c: &mut Criterion) {

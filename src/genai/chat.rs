@@ -286,32 +286,51 @@ struct CompletionWire<'a> {
     usage: Seen<Field<Obj<UsageWire>>>,
     error: Seen<Field<Obj<ApiErrorWire>>>,
     prompt_filter_results: Seen<Field<List<Obj<PromptFilterWire>>>>,
+    /// OpenAI's padding, different in every chunk: only its place is of interest.
+    #[serde(borrow)]
+    obfuscation: Seen<Option<&'a RawValue>>,
 }
 
 impl CompletionWire<'_> {
     /// The one member read in every chunk: each chunk's `choices` add to the output.
     const READ_EVERY_CHUNK: &'static [u8] = b"choices";
 
-    /// Whether a member that may have been cut is here too: the whole chunk would name it twice.
-    fn names_a_cut_member(&self) -> bool {
-        self.id.seen
-            || self.model.seen
-            || self.system_fingerprint.seen
-            || self.service_tier.seen
-            || self.usage.seen
-            || self.error.seen
-            || self.prompt_filter_results.seen
+    /// Whether a member the cut removed (`cut(key)`) is here too: the whole chunk would name it
+    /// twice, which serde rejects.
+    fn names_a_cut_member(&self, cut: impl Fn(&[u8]) -> bool) -> bool {
+        [
+            (self.id.seen, &b"id"[..]),
+            (self.model.seen, b"model"),
+            (self.system_fingerprint.seen, b"system_fingerprint"),
+            (self.service_tier.seen, b"service_tier"),
+            (self.usage.seen, b"usage"),
+            (self.error.seen, b"error"),
+            (self.prompt_filter_results.seen, b"prompt_filter_results"),
+            (self.obfuscation.seen, b"obfuscation"),
+        ]
+        .into_iter()
+        .any(|(seen, key)| seen && cut(key))
     }
 
-    /// Where the first choice's text (its message's or delta's `content`, or legacy `text`)
-    /// lies in `doc`, the document this was read from, when it is a string.
-    fn text_in(&self, doc: &[u8]) -> Option<Range<usize>> {
-        let Obj(choice) = self.choices.as_ref()?.0.first()?;
-        let message = choice.message.as_ref().or(choice.delta.as_ref());
-        let raw = message.and_then(|Obj(m)| m.content).or(choice.text)?.get();
-        let start = raw.as_ptr().addr().checked_sub(doc.as_ptr().addr())?;
-        let end = start.checked_add(raw.len())?;
-        (end <= doc.len()).then_some(start..end)
+    /// Where the strings a reader without capture ignores lie in `doc`, the document this was
+    /// read from, in the document's order: the first choice's text (its message's or delta's
+    /// `content`, or legacy `text`) and the `obfuscation` padding.
+    fn unread_in(&self, doc: &[u8]) -> impl Iterator<Item = Range<usize>> {
+        let place = |raw: &RawValue| {
+            let raw = raw.get();
+            let start = raw.as_ptr().addr().checked_sub(doc.as_ptr().addr())?;
+            let end = start.checked_add(raw.len())?;
+            (end <= doc.len()).then_some(start..end)
+        };
+        let text = (|| {
+            let Obj(choice) = self.choices.as_ref()?.0.first()?;
+            let message = choice.message.as_ref().or(choice.delta.as_ref());
+            place(message.and_then(|Obj(m)| m.content).or(choice.text)?)
+        })();
+        let padding = self.obfuscation.value.and_then(place);
+        let mut both = [text, padding];
+        both.sort_by_key(|r| r.as_ref().map(|r| r.start));
+        both.into_iter().flatten()
     }
 }
 
@@ -361,8 +380,8 @@ pub struct ChatStream {
     /// The members each chunk repeats, and the buffer the rest is read from.
     repeats: Repeats,
     middle: Vec<u8>,
-    /// The last chunk read (its middle), with its text marked: without capture, a chunk that
-    /// differs from it only there changes nothing.
+    /// The last chunk read (its middle), with its text and padding marked: without capture, a
+    /// chunk that differs from it only there changes nothing.
     text_only: StringSlot,
 }
 
@@ -432,10 +451,11 @@ impl ChatStream {
         let read = cut
             && ((!self.capture && self.text_only.matches(&middle))
                 || match json::parse_object::<CompletionWire<'_>>(&middle) {
-                    Ok(w) if !w.names_a_cut_member() => {
-                        match w.text_in(&middle).filter(|_| !self.capture) {
-                            Some(text) => self.text_only.learn(&middle, text),
-                            None => self.text_only.forget(),
+                    Ok(w) if !w.names_a_cut_member(|key| self.repeats.cuts(key)) => {
+                        if self.capture {
+                            self.text_only.forget();
+                        } else {
+                            self.text_only.learn(&middle, w.unread_in(&middle));
                         }
                         self.apply(w);
                         true
@@ -951,8 +971,21 @@ mod tests {
             .unwrap();
         let more = [r#"" there""#, r#""\n\"friend\"""#].map(|t| hi.replace(r#""Hi""#, t));
         let azure = azure.replace(hi, &format!("{hi}\n\n{}\n\n{}", more[0], more[1]));
+        // OpenAI's, padded as OpenAI now pads every chunk by default.
+        let padded: String = String::from_utf8(fixture("chat_stream_usage.sse"))
+            .unwrap()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| match l.strip_suffix('}') {
+                Some(l) if l.starts_with("data: {") => {
+                    format!("{l},\"obfuscation\":\"{}\"}}\n", "xY3".repeat(i % 4))
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
         for (name, bytes, texts_not_read) in [
             ("openai", fixture("chat_stream_usage.sse"), 1),
+            ("openai padded", padded.into_bytes(), 1),
             ("azure", azure.into_bytes(), 2),
         ] {
             let s = read(&bytes, false, true);
@@ -1048,14 +1081,14 @@ mod tests {
             let mut skipping = ChatStream::new(capture);
             let mut whole = ChatStream::new(capture);
             whole.repeats = Repeats::never();
-            for (delta, finish, usage, broken) in &chunks {
+            for (delta, finish, usage, padding, broken) in &chunks {
                 let choice = format!(r#"{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}"#);
                 // A member the others lack, read whole, between two chunks alike.
                 let usage = if *usage { r#","usage":{"prompt_tokens":1,"completion_tokens":2}"# } else { "" };
                 let chunk = if head_last {
-                    format!(r#"{{"choices":[{choice}]{usage},"created":1,"id":"c","model":"m"}}"#)
+                    format!(r#"{{"choices":[{choice}]{usage},"created":1,"id":"c","model":"m"{padding}}}"#)
                 } else {
-                    format!(r#"{{"id":"c","created":1,"model":"m","choices":[{choice}]{usage}}}"#)
+                    format!(r#"{{"id":"c","created":1,"model":"m","choices":[{choice}]{usage}{padding}}}"#)
                 };
                 let mut chunk = chunk.into_bytes();
                 if let Some(at) = broken {
@@ -1068,16 +1101,28 @@ mod tests {
         }
     }
 
-    /// A delta (mostly text, as it varies), its finish reason, whether usage comes with it, and
-    /// where one byte is missing.
-    fn text_chunk()
-    -> impl Strategy<Value = (String, &'static str, bool, Option<prop::sample::Index>)> {
+    /// A delta (mostly text, as it varies), its finish reason, whether usage comes with it, the
+    /// padding, and where one byte is missing.
+    fn text_chunk() -> impl Strategy<
+        Value = (
+            String,
+            &'static str,
+            bool,
+            String,
+            Option<prop::sample::Index>,
+        ),
+    > {
         let text = r#"([a-z ,{}/é]|\\[n"/\\]|\\u00[0-9a-fA-F]{2}){0,6}"#;
+        // Valid contents, or what serde refuses in a string, or a quote that ends it early.
+        let string = || {
+            prop_oneof![
+                3 => text.prop_map(|text| format!(r#""{text}""#)),
+                1 => (text, prop_oneof![Just(r#"""#), Just(r"\q"), Just(r"\u00x1"), Just("\t"), Just(r"\")])
+                    .prop_map(|(text, bad)| format!(r#""{text}{bad}""#)),
+            ]
+        };
         let delta = prop_oneof![
-            6 => text.prop_map(|text| format!(r#"{{"content":"{text}"}}"#)),
-            // What serde refuses in a string, or a quote that ends it early.
-            2 => (text, prop_oneof![Just(r#"""#), Just(r"\q"), Just(r"\u00x1"), Just("\t"), Just(r"\")])
-                .prop_map(|(text, bad)| format!(r#"{{"content":"{text}{bad}"}}"#)),
+            8 => string().prop_map(|text| format!(r#"{{"content":{text}}}"#)),
             1 => Just(r#"{"role":"assistant","content":""}"#.to_owned()),
             1 => Just(r#"{"content":null}"#.to_owned()),
             1 => Just("{}".to_owned()),
@@ -1085,9 +1130,15 @@ mod tests {
         let finish =
             prop_oneof![4 => Just("null"), 1 => Just(r#""stop""#), 1 => Just(r#""length""#)];
         let usage = prop_oneof![4 => Just(false), 1 => Just(true)];
+        // OpenAI's padding, different in every chunk.
+        let padding = prop_oneof![
+            2 => Just(String::new()),
+            4 => string().prop_map(|s| format!(r#","obfuscation":{s}"#)),
+            1 => Just(r#","obfuscation":7"#.to_owned()),
+        ];
         let broken =
             prop_oneof![15 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)];
-        (delta, finish, usage, broken)
+        (delta, finish, usage, padding, broken)
     }
 
     /// A chunk as OpenAI (head first), Azure (head last) or anyone else would send it.

@@ -175,15 +175,18 @@ pub fn splice(b: &[u8], range: Range<usize>, with: &[u8]) -> Vec<u8> {
 /// middle leaves open is caught by the tail's balance (it closes exactly one object). Both
 /// edges are ASCII, so UTF-8 validity is the middle's alone.
 ///
-/// The caller must still make sure the middle holds none of the head's or the tail's keys: a
-/// duplicate the whole reading would reject (serde rejects a known field twice) passes the cut
-/// reading, which never sees the first one.
+/// The caller must still make sure the middle holds none of the keys the cut removed
+/// ([`Repeats::cuts`]): a duplicate the whole reading would reject (serde rejects a known field
+/// twice) passes the cut reading, which never sees the first one.
 #[derive(Debug, Default)]
 pub struct Repeats {
     /// Up to the first key to read, `{` included; empty when nothing repeats there.
     head: Vec<u8>,
     /// From the end of the last value to read, the closing `}` included; empty likewise.
     tail: Vec<u8>,
+    /// The keys of the members in `head` and in `tail`, as ranges of those bytes.
+    head_keys: Vec<Range<usize>>,
+    tail_keys: Vec<Range<usize>>,
     hits: u32,
     misses: u32,
 }
@@ -202,9 +205,11 @@ impl Repeats {
         }
         if !chunk.starts_with(&self.head) {
             self.head.clear();
+            self.head_keys.clear();
         }
         if !chunk.ends_with(&self.tail) {
             self.tail.clear();
+            self.tail_keys.clear();
         }
         let start = if self.head.is_empty() {
             let open = skip_ws(chunk, 0);
@@ -257,12 +262,20 @@ impl Repeats {
         false
     }
 
+    /// Whether the last [`Repeats::cut`] removed a member named `key` (plain: as written).
+    pub fn cuts(&self, key: &[u8]) -> bool {
+        self.head_keys.iter().any(|k| &self.head[k.clone()] == key)
+            || self.tail_keys.iter().any(|k| &self.tail[k.clone()] == key)
+    }
+
     /// Remembers the leading and trailing members of `chunk`, a document serde has accepted,
     /// whose keys are plain and `repeatable`. Once most chunks have missed (a stream whose head
     /// changes every time), it stops learning and every chunk is read whole.
     pub fn learn(&mut self, chunk: &[u8], repeatable: impl Fn(&[u8]) -> bool) {
         self.head.clear();
         self.tail.clear();
+        self.head_keys.clear();
+        self.tail_keys.clear();
         if self.misses >= Self::PATIENCE && self.misses > self.hits {
             return;
         }
@@ -283,10 +296,17 @@ impl Repeats {
             if first > 0 {
                 self.head
                     .extend_from_slice(&chunk[..members[first].key.start - 1]);
+                self.head_keys
+                    .extend(members[..first].iter().map(|m| m.key.clone()));
             }
             if last + 1 < members.len() {
-                self.tail
-                    .extend_from_slice(&chunk[members[last].value.end..]);
+                let end = members[last].value.end;
+                self.tail.extend_from_slice(&chunk[end..]);
+                self.tail_keys.extend(
+                    members[last + 1..]
+                        .iter()
+                        .map(|m| m.key.start - end..m.key.end - end),
+                );
             }
         }
         if self.head.is_empty() && self.tail.is_empty() {
@@ -295,57 +315,92 @@ impl Repeats {
     }
 }
 
-/// The last document read, with one of its string values marked: a document that repeats it
-/// byte for byte outside that string's contents is read the same way, that string aside. A
-/// stream's text deltas are such documents, and a reader that ignores the text (content capture
-/// off) need not read them at all.
+/// The last document read, with some of its string values marked: a document that repeats it
+/// byte for byte outside those strings' contents is read the same way, those strings aside. A
+/// stream's text deltas are such documents (the text, and OpenAI's `obfuscation` padding), and
+/// a reader that ignores those strings (content capture off) need not read them at all.
 ///
-/// Exact: the bytes up to the string's opening quote are those of a document serde accepted, so
-/// the reader reaches the string in the same state. The string ends at its first unescaped
-/// quote; [`string_body`] admits only contents that hold none, do not end in an unpaired
-/// backslash (which would escape the closing quote) and hold nothing serde's string reading
-/// rejects (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8).
-/// So the string closes where it did, the reader leaves it in the state it did, and the rest is
-/// the same bytes. Both edges are quotes (ASCII), so UTF-8 validity is each part's alone.
+/// Exact: the bytes up to the first marked string's opening quote are those of a document serde
+/// accepted, so the reader reaches the string in the same state. The string ends at its first
+/// unescaped quote; [`string_end`] admits only contents that hold nothing serde's string reading
+/// rejects (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8),
+/// and the bytes from there on must be the learnt ones, closing quote first. So the string
+/// closes where it did and the reader leaves it in the state it did; the same holds for each
+/// marked string in turn, and the rest is the same bytes. Every edge is a quote (ASCII), so
+/// UTF-8 validity is each part's alone.
 #[derive(Debug, Default)]
 pub struct StringSlot {
-    /// Up to the string's opening quote, included; empty when nothing is learnt.
-    before: Vec<u8>,
-    /// From the string's closing quote, included.
-    after: Vec<u8>,
+    /// The learnt document without the marked strings' contents: up to the first one's opening
+    /// quote, then from each closing quote to the next opening quote, then to the end. Empty
+    /// when nothing is learnt.
+    parts: Vec<u8>,
+    /// Where each of those parts ends in `parts`.
+    ends: Vec<usize>,
     hits: u32,
 }
 
 impl StringSlot {
-    /// Remembers `doc`, a document serde has accepted, and `string`, the range of one of its
-    /// string values, quotes included.
-    pub fn learn(&mut self, doc: &[u8], string: Range<usize>) {
+    /// Remembers `doc`, a document serde has accepted, and `strings`, the ranges of some of its
+    /// string values, quotes included. Nothing is learnt unless they are strings, in order and
+    /// apart.
+    pub fn learn(&mut self, doc: &[u8], strings: impl IntoIterator<Item = Range<usize>>) {
         self.forget();
-        let Some(value) = doc.get(string.clone()) else {
-            return;
-        };
-        if value.len() >= 2 && value.starts_with(b"\"") && value.ends_with(b"\"") {
-            self.before.extend_from_slice(&doc[..string.start + 1]);
-            self.after.extend_from_slice(&doc[string.end - 1..]);
+        let mut from = 0;
+        for string in strings {
+            let Some(value) = doc.get(string.clone()) else {
+                return self.forget();
+            };
+            if string.start < from
+                || value.len() < 2
+                || !value.starts_with(b"\"")
+                || !value.ends_with(b"\"")
+            {
+                return self.forget();
+            }
+            self.parts.extend_from_slice(&doc[from..string.start + 1]);
+            self.ends.push(self.parts.len());
+            from = string.end - 1;
         }
+        if self.ends.is_empty() {
+            return;
+        }
+        self.parts.extend_from_slice(&doc[from..]);
+        self.ends.push(self.parts.len());
     }
 
     pub fn forget(&mut self) {
-        self.before.clear();
-        self.after.clear();
+        self.parts.clear();
+        self.ends.clear();
     }
 
-    /// Whether `doc` is the learnt document with other valid contents in the marked string.
+    /// Whether `doc` is the learnt document with other valid contents in the marked strings.
     pub fn matches(&mut self, doc: &[u8]) -> bool {
-        let hit = !self.before.is_empty()
-            && doc.len() >= self.before.len() + self.after.len()
-            && doc.starts_with(&self.before)
-            && doc.ends_with(&self.after)
-            && string_body(&doc[self.before.len()..doc.len() - self.after.len()]);
+        let hit = !self.ends.is_empty() && self.matches_parts(doc);
         if hit {
             self.hits = self.hits.saturating_add(1);
         }
         hit
+    }
+
+    fn matches_parts(&self, doc: &[u8]) -> bool {
+        let mut at = 0;
+        let mut start = 0;
+        for (i, &end) in self.ends.iter().enumerate() {
+            if i > 0 {
+                // A marked string's contents, up to its closing quote.
+                let Some(close) = string_end(doc, at) else {
+                    return false;
+                };
+                at = close;
+            }
+            let part = &self.parts[start..end];
+            if !doc[at..].starts_with(part) {
+                return false;
+            }
+            at += part.len();
+            start = end;
+        }
+        at == doc.len()
     }
 
     #[cfg(test)]
@@ -354,29 +409,30 @@ impl StringSlot {
     }
 }
 
-/// Whether serde_json reads `body` between a string's quotes as one whole string: no unescaped
-/// quote, only JSON's escapes, no control character, valid UTF-8 (its `ignore_str`, on a
-/// document already checked to be UTF-8).
-fn string_body(body: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&b) = body.get(i) {
-        i += match b {
-            b'"' | 0x00..=0x1f => return false,
-            b'\\' => match body.get(i + 1) {
+/// Where the string whose contents start at `from` closes (its closing quote), when serde_json
+/// reads those contents as a string: only JSON's escapes, no control character, valid UTF-8 (its
+/// `ignore_str`, on a document already checked to be UTF-8).
+fn string_end(doc: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        i += match *doc.get(i)? {
+            b'"' => break,
+            0x00..=0x1f => return None,
+            b'\\' => match doc.get(i + 1) {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
                 Some(b'u')
-                    if body
+                    if doc
                         .get(i + 2..i + 6)
                         .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
                 {
                     6
                 }
-                _ => return false,
+                _ => return None,
             },
             _ => 1,
         };
     }
-    std::str::from_utf8(body).is_ok()
+    std::str::from_utf8(&doc[from..i]).is_ok().then_some(i)
 }
 
 #[cfg(test)]
@@ -615,9 +671,9 @@ pub(crate) mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
-        /// `string_body` admits exactly what serde reads as one whole string.
+        /// `string_end` closes a string exactly where serde would, on contents serde accepts.
         #[test]
-        fn string_bodies_are_what_serde_reads_as_one_string(
+        fn string_ends_are_where_serde_ends_a_string(
             body in proptest::collection::vec(
                 prop_oneof![
                     Just(b'"'), Just(b'\\'), Just(b'u'), Just(b'n'), Just(b'x'), Just(b'/'),
@@ -632,47 +688,57 @@ pub(crate) mod tests {
             doc.push(b'"');
             let serde = std::str::from_utf8(&doc)
                 .is_ok_and(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok());
-            prop_assert_eq!(string_body(&body), serde, "{:?}", String::from_utf8_lossy(&body));
+            prop_assert_eq!(
+                string_end(&doc, 1) == Some(doc.len() - 1),
+                serde,
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 
     #[test]
-    fn a_document_that_differs_only_inside_the_marked_string_matches() {
-        let learnt = br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#;
-        let at = learnt.windows(4).position(|w| w == br#""Hi""#).unwrap();
+    fn a_document_that_differs_only_inside_the_marked_strings_matches() {
+        let learnt = br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"o":"ab"}"#;
+        let at = |w: &[u8]| learnt.windows(w.len()).position(|x| x == w).unwrap();
+        let (hi, ab) = (at(br#""Hi""#), at(br#""ab""#));
         let mut slot = StringSlot::default();
         assert!(!slot.matches(learnt), "nothing learnt yet");
-        slot.learn(learnt, at..at + 4);
+        slot.learn(learnt, [hi..hi + 4, ab..ab + 4]);
         for same in [
-            &br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#[..],
-            br#"{"choices":[{"delta":{"content":""},"finish_reason":null}]}"#,
-            br#"{"choices":[{"delta":{"content":" there, \"you\"\n\u00e9"},"finish_reason":null}]}"#,
-            "{\"choices\":[{\"delta\":{\"content\":\"caf\u{e9} \u{1f600}\"},\"finish_reason\":null}]}".as_bytes(),
+            &learnt[..],
+            br#"{"choices":[{"delta":{"content":""},"finish_reason":null}],"o":""}"#,
+            br#"{"choices":[{"delta":{"content":" there, \"you\"\n\u00e9"},"finish_reason":null}],"o":"x\\"}"#,
+            "{\"choices\":[{\"delta\":{\"content\":\"caf\u{e9} \u{1f600}\"},\"finish_reason\":null}],\"o\":\"abcdef\"}".as_bytes(),
         ] {
             assert!(slot.matches(same), "{}", String::from_utf8_lossy(same));
         }
         for other in [
-            // Elsewhere than in the string.
-            &br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#[..],
-            // A quote that closes the string early, an escaped closing quote.
-            br#"{"choices":[{"delta":{"content":"a"},"b":"c"},"finish_reason":null}]}"#,
-            br#"{"choices":[{"delta":{"content":"a\"},"finish_reason":null}]}"#,
+            // Elsewhere than in the strings.
+            &br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}],"o":"ab"}"#[..],
+            br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"o":"ab","p":1}"#,
+            // A quote that closes a string early, an escaped closing quote.
+            br#"{"choices":[{"delta":{"content":"a"},"b":"c"},"finish_reason":null}],"o":"ab"}"#,
+            br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"o":"a\"}"#,
             // What serde rejects in a string.
-            br#"{"choices":[{"delta":{"content":"\q"},"finish_reason":null}]}"#,
-            br#"{"choices":[{"delta":{"content":"\u12"},"finish_reason":null}]}"#,
-            b"{\"choices\":[{\"delta\":{\"content\":\"tab\there\"},\"finish_reason\":null}]}",
-            b"{\"choices\":[{\"delta\":{\"content\":\"\xff\"},\"finish_reason\":null}]}",
-            // Shorter than what is around the string.
-            br#"{"choices":[{"delta":{"content":"}"#,
+            br#"{"choices":[{"delta":{"content":"\q"},"finish_reason":null}],"o":"ab"}"#,
+            br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"o":"\u12"}"#,
+            b"{\"choices\":[{\"delta\":{\"content\":\"tab\there\"},\"finish_reason\":null}],\"o\":\"ab\"}",
+            b"{\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"o\":\"\xff\"}",
+            // Cut short.
+            br#"{"choices":[{"delta":{"content":"Hi"#,
         ] {
             assert!(!slot.matches(other), "{}", String::from_utf8_lossy(other));
         }
         assert_eq!(slot.hits(), 4);
-        // Only a string is marked; forgetting empties the slot.
+        // Only strings, in order, are marked; forgetting empties the slot.
         let null = br#"{"content":null}"#;
-        slot.learn(null, 11..15);
+        slot.learn(null, std::iter::once(11..15));
         assert!(!slot.matches(null));
-        slot.learn(learnt, at..at + 4);
+        slot.learn(learnt, [ab..ab + 4, hi..hi + 4]);
+        assert!(!slot.matches(learnt));
+        slot.learn(learnt, std::iter::once(hi..hi + 4));
+        assert!(slot.matches(learnt));
         slot.forget();
         assert!(!slot.matches(learnt));
     }
