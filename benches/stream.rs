@@ -2,6 +2,7 @@
 //! complete bodies, and the per-exchange work of folding an exchange and building its span. Run with `cargo bench --bench stream`; criterion prints MB/s per case.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use genai_tap::genai::ResponseSummary;
 use genai_tap::genai::chat::{self, ChatStream};
 use genai_tap::genai::sse::SseDecoder;
 use std::hint::black_box;
@@ -57,18 +58,7 @@ fn sse(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("decode_and_accumulate", frame),
             &parts,
-            |b, parts| {
-                b.iter(|| {
-                    let mut d = SseDecoder::new(1 << 20);
-                    let mut s = ChatStream::new(false);
-                    for p in parts {
-                        d.push(p, &mut |e| {
-                            s.push(e.data);
-                        });
-                    }
-                    black_box(s.finish())
-                })
-            },
+            |b, parts| b.iter(|| black_box(accumulate(parts))),
         );
     }
     // As OpenAI sends it by default since 2025: usage requested, and every chunk padded with an
@@ -79,20 +69,21 @@ fn sse(c: &mut Criterion) {
     group.bench_with_input(
         BenchmarkId::new("decode_and_accumulate_padded", 1024),
         &parts,
-        |b, parts| {
-            b.iter(|| {
-                let mut d = SseDecoder::new(1 << 20);
-                let mut s = ChatStream::new(false);
-                for p in parts {
-                    d.push(p, &mut |e| {
-                        s.push(e.data);
-                    });
-                }
-                black_box(s.finish())
-            })
-        },
+        |b, parts| b.iter(|| black_box(accumulate(parts))),
     );
     group.finish();
+}
+
+/// Decodes the frames and folds their events into a chat stream (content capture off).
+fn accumulate(parts: &[&[u8]]) -> ResponseSummary {
+    let mut d = SseDecoder::new(1 << 20);
+    let mut s = ChatStream::new(false);
+    for p in parts {
+        d.push(p, &mut |e| {
+            s.push(e.data);
+        });
+    }
+    s.finish()
 }
 
 /// `stream` with an `obfuscation` member of varying length closing every chunk.
