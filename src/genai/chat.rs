@@ -445,9 +445,10 @@ impl ChatStream {
         // below, which also says where a problem is in the chunk as sent.
         let mut middle = std::mem::take(&mut self.middle);
         let cut = self.repeats.cut(data, &mut middle);
-        // Without capture the text is not read, and reading the last chunk again changes
-        // nothing (each member keeps its first non-empty value or its last one): a chunk that
-        // differs from it only in its text, as most of a stream's chunks do, need not be read.
+        // Without capture the text (and OpenAI's padding) is not read, and reading the last
+        // chunk again changes nothing (each member keeps its first non-empty value or its last
+        // one): a chunk that differs from it only there, as most of a stream's chunks do, need
+        // not be read. The slot learns nothing while capture is on.
         let read = cut
             && ((!self.capture && self.text_only.matches(&middle))
                 || match json::parse_object::<CompletionWire<'_>>(&middle) {
