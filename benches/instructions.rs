@@ -5,9 +5,10 @@
 //!   cargo bench --bench instructions          # needs valgrind; says so and skips without it
 //!   GENAI_TAP_BIN=path/to/other/genai-tap cargo bench --bench instructions   # A/B
 //!
-//! Runs the real binary under callgrind three times, each to a clean exit on SIGTERM: with no
-//! traffic (start-up and shutdown), with N chat completions, and with N streamed ones, sent one
-//! after another on one connection to the crate's mock upstream, every span exported over
+//! Runs the real binary under callgrind four times, each to a clean exit on SIGTERM: with no
+//! traffic (start-up and shutdown), with N chat completions, with N streamed ones and with N
+//! streamed Responses API calls, sent one after another on one connection to the crate's mock
+//! upstream, every span exported over
 //! OTLP/HTTP to a live receiver before the exit. (run − idle) / N is the figure. User-space
 //! instructions only: the kernel's share (the socket calls) is not in it. Settings:
 //! INSTRUCTIONS_REQUESTS (default 1000); INSTRUCTIONS_KEEP=dir keeps each run's callgrind file
@@ -27,6 +28,9 @@ use hyper_util::rt::TokioExecutor;
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":64}"#;
 const STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"count to ten"}]}"#;
+const RESPONSES_STREAM: &str = r#"{"model":"gpt-4.1","stream":true,"input":"count to ten"}"#;
+const CHAT_PATH: &str = "/v1/chat/completions";
+const RESPONSES_PATH: &str = "/v1/responses";
 
 /// valgrind's path, from this process's PATH (the binary runs with a cleared environment).
 fn valgrind() -> Option<String> {
@@ -43,7 +47,7 @@ fn count(
     upstream: &str,
     receiver: &str,
     spans: &AtomicU64,
-    body: &'static str,
+    (path, body): (&str, &'static str),
     requests: u64,
 ) -> u64 {
     let out = std::env::temp_dir().join(format!(
@@ -69,11 +73,7 @@ fn count(
         &env,
     );
     let before = spans.load(Ordering::Relaxed);
-    runtime.block_on(send(
-        &format!("http://{addr}/v1/chat/completions"),
-        body,
-        requests,
-    ));
+    runtime.block_on(send(&format!("http://{addr}{path}"), body, requests));
     // Every span exported inside the count (bounded: a broken export shows as a short count).
     let deadline = Instant::now() + Duration::from_secs(60);
     while spans.load(Ordering::Relaxed) < before + requests && Instant::now() < deadline {
@@ -147,14 +147,19 @@ fn main() {
     let upstream = format!("http://{mock}");
     let receiver = format!("http://{receiver}");
     println!("binary: {}", support::binary());
-    let run = |body, n| count(&valgrind, &runtime, &upstream, &receiver, &spans, body, n);
-    let idle = run(CHAT, 0);
+    let run = |call, n| count(&valgrind, &runtime, &upstream, &receiver, &spans, call, n);
+    let idle = run((CHAT_PATH, CHAT), 0);
     println!("start-up and shutdown: {idle} instructions");
-    for (name, body) in [
-        ("chat completion", CHAT),
-        ("streamed chat completion", STREAM),
+    for (name, path, body) in [
+        ("chat completion", CHAT_PATH, CHAT),
+        ("streamed chat completion", CHAT_PATH, STREAM),
+        (
+            "streamed response (Responses API)",
+            RESPONSES_PATH,
+            RESPONSES_STREAM,
+        ),
     ] {
-        let total = run(body, requests);
+        let total = run((path, body), requests);
         let per = total.saturating_sub(idle) as f64 / requests as f64;
         println!("{name}: {per:.0} instructions per request ({requests} requests, spans exported)");
     }

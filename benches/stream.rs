@@ -2,9 +2,9 @@
 //! complete bodies, and the per-exchange work of folding an exchange and building its span. Run with `cargo bench --bench stream`; criterion prints MB/s per case.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use genai_tap::genai::ResponseSummary;
-use genai_tap::genai::chat::{self, ChatStream};
+use genai_tap::genai::chat;
 use genai_tap::genai::sse::SseDecoder;
+use genai_tap::genai::{Api, ResponseSummary, Stream};
 use std::hint::black_box;
 
 /// A realistic streamed chat completion: role chunk, `words` content chunks, finish, usage.
@@ -58,7 +58,7 @@ fn sse(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("decode_and_accumulate", frame),
             &parts,
-            |b, parts| b.iter(|| black_box(accumulate(parts))),
+            |b, parts| b.iter(|| black_box(accumulate(Api::ChatCompletions, parts))),
         );
     }
     // As OpenAI sends it by default since 2025: usage requested, and every chunk padded with an
@@ -69,15 +69,30 @@ fn sse(c: &mut Criterion) {
     group.bench_with_input(
         BenchmarkId::new("decode_and_accumulate_padded", 1024),
         &parts,
-        |b, parts| b.iter(|| black_box(accumulate(parts))),
+        |b, parts| b.iter(|| black_box(accumulate(Api::ChatCompletions, parts))),
+    );
+    // The same text through the Responses API, as OpenAI streams it.
+    let events = responses_stream(500);
+    let read = accumulate(Api::Responses, &[&events]);
+    assert!(
+        read.done && read.issue.is_none(),
+        "the bench's stream reads whole"
+    );
+    assert_eq!(read.facts.usage.output_tokens, Some(500));
+    group.throughput(Throughput::Bytes(events.len() as u64));
+    let parts = frames(&events, 1024);
+    group.bench_with_input(
+        BenchmarkId::new("decode_and_accumulate_responses", 1024),
+        &parts,
+        |b, parts| b.iter(|| black_box(accumulate(Api::Responses, parts))),
     );
     group.finish();
 }
 
-/// Decodes the frames and folds their events into a chat stream (content capture off).
-fn accumulate(parts: &[&[u8]]) -> ResponseSummary {
+/// Decodes the frames and folds their events into a stream of `api` (content capture off).
+fn accumulate(api: Api, parts: &[&[u8]]) -> ResponseSummary {
     let mut d = SseDecoder::new(1 << 20);
-    let mut s = ChatStream::new(false);
+    let mut s = Stream::new(api, false);
     for p in parts {
         d.push(p, &mut |e| {
             s.push(e.data);
@@ -100,6 +115,82 @@ fn padded(stream: &[u8]) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+/// A Responses API stream of `words` text deltas, every event as OpenAI sends it: a sequence
+/// number of its own, `obfuscation` padding on each delta, and the whole text again in the
+/// closing events.
+fn responses_stream(words: usize) -> Vec<u8> {
+    let id = "resp_68ca950a4a0c81a0b2a6a8e0d1b7c3f40e1e9f6a2b3c4d5e";
+    let item = "msg_68ca950c76008190a8a7c7fb81e042f00ecff94d4f220ceb";
+    let model = "gpt-4.1-2025-04-14";
+    let text: String = (0..words).map(|i| format!(" word{i}")).collect();
+    let head = |status: &str, output: &str, usage: &str| {
+        format!(
+            r#"{{"id":"{id}","object":"response","created_at":1758108938,"status":"{status}","background":false,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":"{model}","output":[{output}],"parallel_tool_calls":true,"previous_response_id":null,"service_tier":"default","store":true,"temperature":1.0,"text":{{"format":{{"type":"text"}},"verbosity":"medium"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{usage},"user":null,"metadata":{{}}}}"#
+        )
+    };
+    let message = |status: &str, content: &str| {
+        format!(
+            r#"{{"id":"{item}","type":"message","status":"{status}","content":[{content}],"role":"assistant"}}"#
+        )
+    };
+    let part =
+        format!(r#"{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}"#);
+    let mut seq = 0;
+    let mut events = Vec::new();
+    let mut event = |kind: &str, rest: String| {
+        events.push(format!(
+            "event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{seq}{rest}}}\n\n"
+        ));
+        seq += 1;
+    };
+    let pending = head("in_progress", "", "null");
+    event("response.created", format!(r#","response":{pending}"#));
+    event("response.in_progress", format!(r#","response":{pending}"#));
+    event(
+        "response.output_item.added",
+        format!(r#","output_index":0,"item":{}"#, message("in_progress", "")),
+    );
+    event(
+        "response.content_part.added",
+        format!(
+            r#","item_id":"{item}","output_index":0,"content_index":0,"part":{{"type":"output_text","annotations":[],"logprobs":[],"text":""}}"#
+        ),
+    );
+    for i in 0..words {
+        let pad = &"Zt2hQ9kLx0"[..i % 10];
+        event(
+            "response.output_text.delta",
+            format!(
+                r#","item_id":"{item}","output_index":0,"content_index":0,"delta":" word{i}","logprobs":[],"obfuscation":"{pad}""#
+            ),
+        );
+    }
+    event(
+        "response.output_text.done",
+        format!(
+            r#","item_id":"{item}","output_index":0,"content_index":0,"text":"{text}","logprobs":[]"#
+        ),
+    );
+    event(
+        "response.content_part.done",
+        format!(r#","item_id":"{item}","output_index":0,"content_index":0,"part":{part}"#),
+    );
+    let done = message("completed", &part);
+    event(
+        "response.output_item.done",
+        format!(r#","output_index":0,"item":{done}"#),
+    );
+    let usage = format!(
+        r#"{{"input_tokens":19,"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{words},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+        words + 19
+    );
+    event(
+        "response.completed",
+        format!(r#","response":{}"#, head("completed", &done, &usage)),
+    );
+    events.concat().into_bytes()
 }
 
 fn extraction(c: &mut Criterion) {
