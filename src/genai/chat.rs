@@ -17,7 +17,7 @@ use serde::de::MapAccess;
 use super::ResponseSummary;
 use super::content::{Message, Part};
 use super::json::{self, Code, Field, Lenient, List, Obj, Seen, Strings, Taker};
-use super::json_edit::{Repeats, StringSlot};
+use super::json_edit::{Repeats, ValueSlot};
 use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
 
 /// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
@@ -382,7 +382,7 @@ pub struct ChatStream {
     middle: Vec<u8>,
     /// The last chunk read (its middle), with its text and padding marked: without capture, a
     /// chunk that differs from it only there changes nothing.
-    text_only: StringSlot,
+    text_only: ValueSlot,
 }
 
 impl ChatStream {

@@ -4,9 +4,9 @@
 //! re-serialising anything, so an edit changes exactly the bytes it means to and every other
 //! byte (whitespace, number formatting, key order, escapes) stays as the client or upstream
 //! wrote it; [`Repeats`], which cuts the members a stream repeats in every chunk before the
-//! chunk is read; and [`StringSlot`], which tells a chunk that differs from the last one only
-//! inside one string. Does not: validate JSON beyond what finding members needs (and, for
-//! [`StringSlot`], that string's contents); callers only edit (or learn from) documents serde
+//! chunk is read; and [`ValueSlot`], which tells a chunk that differs from the last one only
+//! inside some of its strings and numbers. Does not: validate JSON beyond what finding members
+//! needs (and, for [`ValueSlot`], those values); callers only edit (or learn from) documents serde
 //! has already read.
 
 use std::ops::Range;
@@ -187,14 +187,10 @@ pub struct Repeats {
     /// The keys of the members in `head` and in `tail`, as ranges of those bytes.
     head_keys: Vec<Range<usize>>,
     tail_keys: Vec<Range<usize>>,
-    hits: u32,
-    misses: u32,
+    patience: Patience,
 }
 
 impl Repeats {
-    /// Below this many relearnt chunks, learning goes on whatever the hit rate.
-    const PATIENCE: u32 = 4;
-
     /// Writes into `out` what is left to read of `chunk` once the remembered head and tail are
     /// cut: `{`, the members between them, `}`. False when nothing can be cut: `chunk` must be
     /// read whole, then passed to [`Repeats::learn`]. A head or tail the chunk does not repeat is
@@ -239,7 +235,7 @@ impl Repeats {
         out.push(b'{');
         out.extend_from_slice(&chunk[start..end]);
         out.push(b'}');
-        self.hits = self.hits.saturating_add(1);
+        self.patience.count(true);
         true
     }
 
@@ -247,18 +243,21 @@ impl Repeats {
     #[cfg(test)]
     pub(crate) fn never() -> Self {
         Repeats {
-            misses: u32::MAX,
+            patience: Patience {
+                hits: 0,
+                misses: u32::MAX,
+            },
             ..Repeats::default()
         }
     }
 
     #[cfg(test)]
     pub(crate) fn hits(&self) -> u32 {
-        self.hits
+        self.patience.hits
     }
 
     fn missed(&mut self) -> bool {
-        self.misses = self.misses.saturating_add(1);
+        self.patience.count(false);
         false
     }
 
@@ -276,7 +275,7 @@ impl Repeats {
         self.tail.clear();
         self.head_keys.clear();
         self.tail_keys.clear();
-        if self.misses >= Self::PATIENCE && self.misses > self.hits {
+        if self.patience.lost() {
             return;
         }
         let Some((_, members)) = members(chunk) else {
@@ -315,54 +314,74 @@ impl Repeats {
     }
 }
 
-/// The last document read, with some of its string values marked: a document that repeats it
-/// byte for byte outside those strings' contents is read the same way, those strings aside. A
-/// stream's text deltas are such documents (the text, and OpenAI's `obfuscation` padding), and
-/// a reader that ignores those strings (content capture off) need not read them at all.
+/// The last document read, with some of its string and number values marked: a document that
+/// repeats it byte for byte outside those values is read the same way, those values aside. A
+/// stream's text deltas are such documents (the text, OpenAI's `obfuscation` padding, a
+/// Responses event's `sequence_number`), and a reader that ignores those values need not read
+/// them at all.
 ///
-/// Exact: the bytes up to the first marked string's opening quote are those of a document serde
-/// accepted, so the reader reaches the string in the same state. The string ends at its first
-/// unescaped quote; [`string_end`] admits only contents that hold nothing serde's string reading
-/// rejects (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8),
-/// and the bytes from there on must be the learnt ones, closing quote first. So the string
-/// closes where it did and the reader leaves it in the state it did; the same holds for each
-/// marked string in turn, and the rest is the same bytes. Every edge is a quote (ASCII), so
-/// UTF-8 validity is each part's alone.
+/// Exact: the bytes up to the first marked value are those of a document serde accepted, so the
+/// reader reaches the value in the same state. A string ends at its first unescaped quote;
+/// [`string_end`] admits only contents that hold nothing serde's string reading rejects
+/// (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8). A number
+/// ends where JSON's grammar ends it ([`number_end`], serde's own); what follows it in the
+/// learnt document is never a byte a number could go on with. The bytes from there on must be
+/// the learnt ones, a string's closing quote first, so the value closes where it did and the
+/// reader leaves it in the state it did; the same holds for each marked value in turn, and the
+/// rest is the same bytes. Every edge is ASCII, so UTF-8 validity is each part's alone.
 #[derive(Debug, Default)]
-pub struct StringSlot {
-    /// The learnt document without the marked strings' contents: up to the first one's opening
-    /// quote, then from each closing quote to the next opening quote, then to the end. Empty
-    /// when nothing is learnt.
+pub struct ValueSlot {
+    /// The learnt document without the marked values: up to the first one (a string's opening
+    /// quote included), then from each one's end (a string's closing quote included) to the
+    /// next, then to the end. Empty when nothing is learnt.
     parts: Vec<u8>,
     /// Where each of those parts ends in `parts`.
     ends: Vec<usize>,
-    hits: u32,
+    /// What lies after each part but the last.
+    marks: Vec<Mark>,
+    patience: Patience,
 }
 
-impl StringSlot {
-    /// Remembers `doc`, a document serde has accepted, and `strings`, the ranges of some of its
-    /// string values, quotes included. Nothing is learnt unless they are strings, in order and
-    /// apart.
-    pub fn learn(&mut self, doc: &[u8], strings: impl IntoIterator<Item = Range<usize>>) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// A string's contents (the quotes are in the parts).
+    String,
+    Number,
+}
+
+impl ValueSlot {
+    /// Remembers `doc`, a document serde has accepted, and `values`, the ranges of some of its
+    /// values, in order and apart. Strings and numbers among them are marked; any other value
+    /// stays part of the learnt bytes. Once most documents offered to [`ValueSlot::matches`]
+    /// have missed, nothing more is learnt.
+    pub fn learn(&mut self, doc: &[u8], values: impl IntoIterator<Item = Range<usize>>) {
         self.forget();
+        if self.patience.lost() {
+            return;
+        }
         let mut from = 0;
-        for string in strings {
-            let Some(value) = doc.get(string.clone()) else {
+        for range in values {
+            let Some(value) = doc.get(range.clone()) else {
                 return self.forget();
             };
-            if string.start < from
-                || value.len() < 2
-                || !value.starts_with(b"\"")
-                || !value.ends_with(b"\"")
-            {
+            if range.start < from {
                 return self.forget();
             }
-            self.parts.extend_from_slice(&doc[from..string.start + 1]);
+            let (mark, end, resume) =
+                if value.len() >= 2 && value.starts_with(b"\"") && value.ends_with(b"\"") {
+                    (Mark::String, range.start + 1, range.end - 1)
+                } else if number_end(doc, range.start) == Some(range.end) {
+                    (Mark::Number, range.start, range.end)
+                } else {
+                    continue;
+                };
+            self.parts.extend_from_slice(&doc[from..end]);
             self.ends.push(self.parts.len());
-            from = string.end - 1;
+            self.marks.push(mark);
+            from = resume;
         }
-        if self.ends.is_empty() {
-            return;
+        if self.marks.is_empty() {
+            return self.forget();
         }
         self.parts.extend_from_slice(&doc[from..]);
         self.ends.push(self.parts.len());
@@ -371,14 +390,16 @@ impl StringSlot {
     pub fn forget(&mut self) {
         self.parts.clear();
         self.ends.clear();
+        self.marks.clear();
     }
 
-    /// Whether `doc` is the learnt document with other valid contents in the marked strings.
+    /// Whether `doc` is the learnt document with other valid values in the marked places.
     pub fn matches(&mut self, doc: &[u8]) -> bool {
-        let hit = !self.ends.is_empty() && self.matches_parts(doc);
-        if hit {
-            self.hits = self.hits.saturating_add(1);
+        if self.ends.is_empty() {
+            return false;
         }
+        let hit = self.matches_parts(doc);
+        self.patience.count(hit);
         hit
     }
 
@@ -387,11 +408,15 @@ impl StringSlot {
         let mut start = 0;
         for (i, &end) in self.ends.iter().enumerate() {
             if i > 0 {
-                // A marked string's contents, up to its closing quote.
-                let Some(close) = string_end(doc, at) else {
+                let value_end = match self.marks[i - 1] {
+                    // Up to the closing quote, which the next part starts with.
+                    Mark::String => string_end(doc, at),
+                    Mark::Number => number_end(doc, at),
+                };
+                let Some(value_end) = value_end else {
                     return false;
                 };
-                at = close;
+                at = value_end;
             }
             let part = &self.parts[start..end];
             if !doc[at..].starts_with(part) {
@@ -405,8 +430,79 @@ impl StringSlot {
 
     #[cfg(test)]
     pub(crate) fn hits(&self) -> u32 {
-        self.hits
+        self.patience.hits
     }
+
+    /// Never learns: every document is read (the reference the slot is tested against).
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        ValueSlot {
+            patience: Patience {
+                hits: 0,
+                misses: u32::MAX,
+            },
+            ..ValueSlot::default()
+        }
+    }
+}
+
+/// How often a learnt shortcut paid off: once most tries have missed (a stream whose chunks
+/// differ in other places every time), learning it again is not worth its cost.
+#[derive(Debug, Default)]
+struct Patience {
+    hits: u32,
+    misses: u32,
+}
+
+impl Patience {
+    /// Below this many misses, learning goes on whatever the hit rate.
+    const TRIES: u32 = 4;
+
+    fn count(&mut self, hit: bool) {
+        let n = if hit {
+            &mut self.hits
+        } else {
+            &mut self.misses
+        };
+        *n = n.saturating_add(1);
+    }
+
+    fn lost(&self) -> bool {
+        self.misses >= Self::TRIES && self.misses > self.hits
+    }
+}
+
+/// Where the number starting at `from` ends, when serde_json reads one there: JSON's grammar,
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`. A `0` followed by a digit ends at the `0`
+/// (serde rejects it; the digit is then where the caller expects something else).
+fn number_end(doc: &[u8], from: usize) -> Option<usize> {
+    let digits = |i: usize| {
+        i + doc
+            .get(i..)
+            .map_or(0, |d| d.iter().take_while(|b| b.is_ascii_digit()).count())
+    };
+    let mut i = from + usize::from(doc.get(from) == Some(&b'-'));
+    i = match doc.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i),
+        _ => return None,
+    };
+    if doc.get(i) == Some(&b'.') {
+        let end = digits(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if matches!(doc.get(i), Some(b'e' | b'E')) {
+        i += 1 + usize::from(matches!(doc.get(i + 1), Some(b'+' | b'-')));
+        let end = digits(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
 }
 
 /// Where the string whose contents start at `from` closes (its closing quote), when serde_json
@@ -597,7 +693,11 @@ pub(crate) mod tests {
             }
         }
         assert!(r.head.is_empty());
-        assert!(r.misses <= Repeats::PATIENCE + 1, "{}", r.misses);
+        assert!(
+            r.patience.misses <= Patience::TRIES + 1,
+            "{}",
+            r.patience.misses
+        );
     }
 
     /// Keys and values for the head and tail, mostly plain (only plain ones are learnt).
@@ -702,7 +802,7 @@ pub(crate) mod tests {
         let learnt = br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}],"o":"ab"}"#;
         let at = |w: &[u8]| learnt.windows(w.len()).position(|x| x == w).unwrap();
         let (hi, ab) = (at(br#""Hi""#), at(br#""ab""#));
-        let mut slot = StringSlot::default();
+        let mut slot = ValueSlot::default();
         assert!(!slot.matches(learnt), "nothing learnt yet");
         slot.learn(learnt, [hi..hi + 4, ab..ab + 4]);
         for same in [
@@ -731,16 +831,91 @@ pub(crate) mod tests {
             assert!(!slot.matches(other), "{}", String::from_utf8_lossy(other));
         }
         assert_eq!(slot.hits(), 4);
-        // Only strings, in order, are marked; forgetting empties the slot.
+        // Only strings and numbers are marked (another value stays learnt bytes), in order;
+        // forgetting empties the slot. (A fresh slot: this one has missed too often to learn.)
+        let mut slot = ValueSlot::default();
         let null = br#"{"content":null}"#;
         slot.learn(null, std::iter::once(11..15));
-        assert!(!slot.matches(null));
+        assert!(!slot.matches(null), "nothing marked, nothing learnt");
         slot.learn(learnt, [ab..ab + 4, hi..hi + 4]);
         assert!(!slot.matches(learnt));
         slot.learn(learnt, std::iter::once(hi..hi + 4));
         assert!(slot.matches(learnt));
+        let null_and_string = br#"{"c":null,"o":"ab"}"#;
+        slot.learn(null_and_string, [5..9, 14..18]);
+        assert!(slot.matches(br#"{"c":null,"o":"xyz"}"#));
+        assert!(!slot.matches(br#"{"c":"x","o":"ab"}"#));
         slot.forget();
         assert!(!slot.matches(learnt));
+    }
+
+    #[test]
+    fn a_document_that_differs_only_in_a_marked_number_matches() {
+        let learnt = br#"{"type":"d","sequence_number":7,"delta":"Hi","n":[1]}"#;
+        let mut slot = ValueSlot::default();
+        slot.learn(learnt, [30..31, 40..44]);
+        for same in [
+            &br#"{"type":"d","sequence_number":8,"delta":"","n":[1]}"#[..],
+            br#"{"type":"d","sequence_number":-0,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":123456789012345678901234567890,"delta":"x","n":[1]}"#,
+            br#"{"type":"d","sequence_number":1.5e-3,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":0.0E+0,"delta":"Hi","n":[1]}"#,
+        ] {
+            assert!(slot.matches(same), "{}", String::from_utf8_lossy(same));
+        }
+        for other in [
+            // What serde rejects as a number.
+            &br#"{"type":"d","sequence_number":07,"delta":"Hi","n":[1]}"#[..],
+            br#"{"type":"d","sequence_number":-,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":1.,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":.5,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":1e,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":+1,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":1 ,"delta":"Hi","n":[1]}"#,
+            // Another value there, or a difference elsewhere.
+            br#"{"type":"d","sequence_number":"7","delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":null,"delta":"Hi","n":[1]}"#,
+            br#"{"type":"d","sequence_number":7,"delta":"Hi","n":[2]}"#,
+        ] {
+            assert!(!slot.matches(other), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    proptest! {
+        /// `number_end` ends a number exactly where serde reads one whole.
+        #[test]
+        fn number_ends_are_where_serde_ends_a_number(
+            body in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'-'), Just(b'+'), Just(b'.'), Just(b'e'), Just(b'E'), Just(b'0'),
+                    Just(b'1'), Just(b'9'), Just(b'x'),
+                ],
+                0..8,
+            ),
+        ) {
+            let mut doc = body.clone();
+            doc.push(b']');
+            let text = format!("[{}]", String::from_utf8_lossy(&body));
+            let serde = serde_json::from_str::<Vec<serde::de::IgnoredAny>>(&text)
+                .is_ok_and(|v| v.len() == 1);
+            prop_assert_eq!(number_end(&doc, 0) == Some(body.len()), serde, "{}", text);
+        }
+    }
+
+    #[test]
+    fn a_slot_that_keeps_missing_stops_being_learnt() {
+        let mut slot = ValueSlot::default();
+        let mut learnt = 0;
+        for i in 0..20 {
+            let doc = format!(r#"{{"id":{i},"t":"x","k":{i}}}"#);
+            if !slot.matches(doc.as_bytes()) {
+                let x = doc.find(r#""x""#).unwrap();
+                slot.learn(doc.as_bytes(), std::iter::once(x..x + 3));
+                learnt += usize::from(!slot.ends.is_empty());
+            }
+        }
+        assert_eq!(learnt, Patience::TRIES as usize);
+        assert_eq!(slot.hits(), 0);
     }
 
     #[test]

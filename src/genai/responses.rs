@@ -16,6 +16,7 @@ use super::ResponseSummary;
 use super::chat::{ApiErrorWire, UsageWire, output_type};
 use super::content;
 use super::json::{self, Field, Lenient, List, Obj, Taker};
+use super::json_edit::{self, ValueSlot};
 use crate::exchange::{ApiError, RequestFacts};
 
 /// `conversation`: a string id, or an object with one.
@@ -242,13 +243,19 @@ pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
 pub struct ResponsesStream {
     capture: bool,
     summary: ResponseSummary,
+    /// The last delta event read, with the members every delta changes marked.
+    delta: ValueSlot,
 }
+
+/// The members of a delta event that change from one delta to the next and that the reader
+/// ignores: the text (or arguments) delta, OpenAI's padding, the event's number.
+const VARYING: [&[u8]; 3] = [b"delta", b"obfuscation", b"sequence_number"];
 
 impl ResponsesStream {
     pub fn new(capture: bool) -> Self {
         ResponsesStream {
             capture,
-            summary: ResponseSummary::default(),
+            ..ResponsesStream::default()
         }
     }
 
@@ -256,6 +263,14 @@ impl ResponsesStream {
     pub fn push(&mut self, data: &[u8]) -> bool {
         let s = &mut self.summary;
         s.chunks += 1;
+        // A delta event without a `response` changes nothing but the count, whatever came
+        // before it and with capture on or off (captured output is read from the final response
+        // object): one that repeats the last delta read outside its varying members is read the
+        // same way, so it need not be read (`ValueSlot` argues why that is exact). Most of a
+        // stream's events are such deltas.
+        if self.delta.matches(data) {
+            return true;
+        }
         let event: EventWire<'_> = match json::parse_object(data) {
             Ok(e) => e,
             Err(e) => {
@@ -273,13 +288,27 @@ impl ResponsesStream {
             });
             return false;
         }
-        if let Some(raw) = event.response
-            && let Err(e) = apply(s, raw.get().as_bytes(), self.capture)
-            && s.issue.is_none()
-        {
-            s.issue = Some(format!("event {}: {e}", s.chunks));
+        let delta = kind.ends_with(".delta");
+        match event.response {
+            Some(raw) => {
+                if let Err(e) = apply(s, raw.get().as_bytes(), self.capture)
+                    && s.issue.is_none()
+                {
+                    s.issue = Some(format!("event {}: {e}", s.chunks));
+                }
+            }
+            None if delta => {
+                let marks = json_edit::members(data).map(|(_, members)| {
+                    members
+                        .into_iter()
+                        .filter(|m| VARYING.contains(&&data[m.key.clone()]))
+                        .map(|m| m.value)
+                });
+                self.delta.learn(data, marks.into_iter().flatten());
+            }
+            None => {}
         }
-        kind.ends_with(".delta")
+        delta
     }
 
     pub fn finish(mut self) -> ResponseSummary {
@@ -418,7 +447,110 @@ mod tests {
         );
     }
 
+    #[test]
+    fn deltas_that_repeat_the_last_one_are_not_read() {
+        for capture in [false, true] {
+            let bytes = fixture("responses_stream.sse");
+            let mut d = SseDecoder::new(1 << 20);
+            let mut skipping = ResponsesStream::new(capture);
+            let mut whole = ResponsesStream::new(capture);
+            whole.delta = ValueSlot::never();
+            let mut deltas = 0;
+            d.push(&bytes, &mut |e| {
+                let delta = skipping.push(e.data);
+                assert_eq!(delta, whole.push(e.data));
+                deltas += usize::from(delta);
+            });
+            assert_eq!(deltas, 2);
+            assert_eq!(skipping.delta.hits(), 1, "the second delta");
+            assert_eq!(skipping.finish(), whole.finish());
+        }
+    }
+
+    /// A stream event: mostly deltas that vary where deltas vary (with what serde refuses
+    /// there), among lifecycle, error and broken events.
+    fn event() -> impl Strategy<Value = Vec<u8>> {
+        let text = r#"([a-z ,{}/é]|\\[n"/\\]|\\u00[0-9a-fA-F]{2}){0,5}"#;
+        let string = || {
+            prop_oneof![
+                4 => text.prop_map(|t| format!(r#""{t}""#)),
+                1 => (text, prop_oneof![Just(r#"""#), Just(r"\q"), Just("\t"), Just(r"\")])
+                    .prop_map(|(t, bad)| format!(r#""{t}{bad}""#)),
+            ]
+        };
+        let number = prop_oneof![
+            6 => (0u32..1000).prop_map(|n| n.to_string()),
+            1 => Just("-0.5e+2".to_owned()),
+            1 => prop_oneof![Just("07"), Just("1."), Just("-"), Just("1e"), Just(".5"), Just("\"5\""), Just("null")]
+                .prop_map(str::to_owned),
+        ];
+        let kind = prop_oneof![
+            6 => Just("response.output_text.delta"),
+            1 => Just("response.function_call_arguments.delta"),
+            1 => Just("response.output_text.done"),
+        ];
+        let item = prop_oneof![4 => Just("msg_1"), 1 => Just("msg_2")];
+        let padding = prop_oneof![
+            1 => Just(String::new()),
+            3 => string().prop_map(|s| format!(r#","obfuscation":{s}"#)),
+        ];
+        let delta = (kind, number.clone(), item, string(), padding).prop_map(
+            |(kind, n, item, text, padding)| {
+                format!(
+                    r#"{{"type":"{kind}","sequence_number":{n},"item_id":"{item}","output_index":0,"content_index":0,"delta":{text},"logprobs":[]{padding}}}"#
+                )
+            },
+        );
+        let lifecycle = (
+            prop_oneof![
+                Just(("response.created", "in_progress")),
+                Just(("response.completed", "completed")),
+                Just(("response.incomplete", "incomplete")),
+                Just(("response.failed", "failed")),
+            ],
+            number,
+            prop_oneof![Just("m1"), Just("m2")],
+            0u32..100,
+        )
+            .prop_map(|((kind, status), n, model, tokens)| {
+                format!(
+                    r#"{{"type":"{kind}","sequence_number":{n},"response":{{"id":"r","status":"{status}","model":"{model}","usage":{{"input_tokens":3,"output_tokens":{tokens}}}}}}}"#
+                )
+            });
+        let other = prop_oneof![
+            Just(r#"{"type":"error","sequence_number":3,"code":"server_error","message":"x"}"#.to_owned()),
+            // A delta that carries a response: read, never skipped.
+            Just(r#"{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"x","logprobs":[],"response":{"id":"r","status":"completed","model":"m3"}}"#.to_owned()),
+        ];
+        let event = prop_oneof![12 => delta, 2 => lifecycle, 1 => other];
+        let broken =
+            prop_oneof![15 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)];
+        (event, broken).prop_map(|(event, broken)| {
+            let mut event = event.into_bytes();
+            if let Some(at) = broken {
+                event.remove(at.index(event.len()));
+            }
+            event
+        })
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// Leaving repeated deltas unread changes neither a summary nor what `push` says.
+        #[test]
+        fn leaving_deltas_unread_changes_no_summary(
+            events in proptest::collection::vec(event(), 1..24),
+            capture in any::<bool>(),
+        ) {
+            let mut skipping = ResponsesStream::new(capture);
+            let mut whole = ResponsesStream::new(capture);
+            whole.delta = ValueSlot::never();
+            for event in &events {
+                prop_assert_eq!(skipping.push(event), whole.push(event));
+            }
+            prop_assert_eq!(skipping.finish(), whole.finish());
+        }
+
         #[test]
         fn stream_summary_does_not_depend_on_chunk_boundaries(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16)) {
             let bytes = fixture("responses_stream.sse");
