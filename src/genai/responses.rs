@@ -140,16 +140,35 @@ struct ResponseWire {
     conversation: Field<ConversationId>,
 }
 
-/// One stream event's data: `{"type": "response.…", "response": {…}, …}`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct EventWire<'a> {
-    #[serde(rename = "type", borrow)]
+/// One stream event's data: `{"type": "response.…", "response": {…}, …}`. Its response object
+/// is `R`: kept raw (`&RawValue`) to be read on its own, or read in the same pass
+/// (`Field<Obj<ResponseWire>>`).
+#[derive(Deserialize)]
+struct EventWire<'a, R> {
+    #[serde(rename = "type", borrow, default)]
     kind: Field<Cow<'a, str>>,
-    #[serde(borrow)]
-    response: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    response: Option<R>,
     /// `error` events carry their code at the top level.
+    #[serde(default)]
     code: Field<json::Code>,
+}
+
+/// An event as read: its type, its error code (`error` events) and its response object.
+struct Event<'a> {
+    kind: Cow<'a, str>,
+    code: Field<json::Code>,
+    response: Option<Object<'a>>,
+}
+
+/// An event's response object, read with the event or still to be read.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "lives on the stack while one event is read; boxing would allocate per event"
+)]
+enum Object<'a> {
+    Read(ResponseWire),
+    Raw(&'a RawValue),
 }
 
 /// Finish reason and error for a response status.
@@ -179,9 +198,21 @@ fn outcome(
     }
 }
 
-/// Folds a response object (complete or a snapshot from a stream event) into `summary`.
+/// Reads a response object (complete or a snapshot from a stream event) and folds it into
+/// `summary`; with `capture`, a finished one's output too.
 fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(), String> {
     let w: ResponseWire = json::parse_object(raw)?;
+    if let Some(reason) = fold(summary, w)
+        && capture
+    {
+        let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+        summary.output = content::responses_output(&value["output"], Some(reason));
+    }
+    Ok(())
+}
+
+/// Folds a response object into `summary`; its finish reason, when it has finished.
+fn fold(summary: &mut ResponseSummary, w: ResponseWire) -> Option<String> {
     let facts = &mut summary.facts;
     if facts.id.is_none() {
         facts.id = w.id.get().filter(|s| !s.is_empty());
@@ -207,24 +238,48 @@ fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(),
             .filter_map(|Obj(i)| i.name.get())
             .collect();
     }
-    if matches!(
+    if !matches!(
         status.as_str(),
         "completed" | "incomplete" | "failed" | "cancelled"
     ) {
-        let (reason, error) = outcome(
-            &status,
-            w.incomplete_details.get().and_then(|d| d.0.reason.get()),
-            w.error.get().map(|Obj(e)| e.into()),
-        );
-        facts.finish_reasons = vec![reason.clone()];
-        summary.error = error;
-        summary.done = true;
-        if capture {
-            let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
-            summary.output = content::responses_output(&value["output"], Some(reason));
-        }
+        return None;
     }
-    Ok(())
+    let (reason, error) = outcome(
+        &status,
+        w.incomplete_details.get().and_then(|d| d.0.reason.get()),
+        w.error.get().map(|Obj(e)| e.into()),
+    );
+    facts.finish_reasons = vec![reason.clone()];
+    summary.error = error;
+    summary.done = true;
+    Some(reason)
+}
+
+/// An event's type, error code and response object. With `one_pass`, the response object is read
+/// with the event. An event that pass does not take (the object is not an object, or serde
+/// rejects something in it) is read again as before, its object kept raw and read on its own,
+/// so its issue is reported where it was; an event that pass takes reads the same either way.
+fn read_event(data: &[u8], one_pass: bool) -> Result<Event<'_>, String> {
+    if one_pass
+        && let Ok(e) = json::parse_object::<EventWire<'_, Field<Obj<ResponseWire>>>>(data)
+        && let Some(response) = match e.response {
+            None => Some(None),
+            Some(Field::Present(Obj(w))) => Some(Some(Object::Read(w))),
+            Some(_) => None,
+        }
+    {
+        return Ok(Event {
+            kind: e.kind.get().unwrap_or_default(),
+            code: e.code,
+            response,
+        });
+    }
+    let e: EventWire<'_, &RawValue> = json::parse_object(data)?;
+    Ok(Event {
+        kind: e.kind.get().unwrap_or_default(),
+        code: e.code,
+        response: e.response.map(Object::Raw),
+    })
 }
 
 /// Reads a complete (non-streaming) response object.
@@ -242,6 +297,9 @@ pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
 #[derive(Debug, Default)]
 pub struct ResponsesStream {
     capture: bool,
+    /// Response objects read in the same pass as their event (not with capture, which reads
+    /// the raw object again for its output).
+    one_pass: bool,
     summary: ResponseSummary,
     /// The last delta event read, with the members every delta changes marked.
     delta: ValueSlot,
@@ -255,6 +313,7 @@ impl ResponsesStream {
     pub fn new(capture: bool) -> Self {
         ResponsesStream {
             capture,
+            one_pass: !capture,
             ..ResponsesStream::default()
         }
     }
@@ -271,7 +330,11 @@ impl ResponsesStream {
         if self.delta.matches(data) {
             return true;
         }
-        let event: EventWire<'_> = match json::parse_object(data) {
+        let Event {
+            kind,
+            code,
+            response,
+        } = match read_event(data, self.one_pass) {
             Ok(e) => e,
             Err(e) => {
                 if s.issue.is_none() {
@@ -280,17 +343,19 @@ impl ResponsesStream {
                 return false;
             }
         };
-        let kind = event.kind.get().unwrap_or_default();
         if kind == "error" {
             s.error = Some(ApiError {
-                code: event.code.get().map(|c| c.0).or(Some("_OTHER".into())),
+                code: code.get().map(|c| c.0).or(Some("_OTHER".into())),
                 kind: None,
             });
             return false;
         }
         let delta = kind.ends_with(".delta");
-        match event.response {
-            Some(raw) => {
+        match response {
+            Some(Object::Read(w)) => {
+                fold(s, w);
+            }
+            Some(Object::Raw(raw)) => {
                 if let Err(e) = apply(s, raw.get().as_bytes(), self.capture)
                     && s.issue.is_none()
                 {
@@ -519,6 +584,11 @@ mod tests {
             });
         let other = prop_oneof![
             Just(r#"{"type":"error","sequence_number":3,"code":"server_error","message":"x"}"#.to_owned()),
+            // Response objects the one-pass reading does not take: not an object, or a key twice.
+            prop_oneof![Just(r#""r""#), Just("[1]"), Just("7"), Just("null"), Just(r#"{"id":"r","model":"m4","model":"m5"}"#), Just(r#"{"id":"r","status":"completed","usage":{"input_tokens":1,"input_tokens":2}}"#)]
+                .prop_map(|response| format!(r#"{{"type":"response.in_progress","sequence_number":4,"response":{response}}}"#)),
+            // One that is read whole but holds values of other types.
+            Just(r#"{"type":"response.completed","response":{"id":7,"model":["m"],"status":"completed","usage":{"input_tokens":"1"},"output":{}}}"#.to_owned()),
             // A delta that carries a response: read, never skipped.
             Just(r#"{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"x","logprobs":[],"response":{"id":"r","status":"completed","model":"m3"}}"#.to_owned()),
         ];
@@ -549,6 +619,21 @@ mod tests {
                 prop_assert_eq!(skipping.push(event), whole.push(event));
             }
             prop_assert_eq!(skipping.finish(), whole.finish());
+        }
+
+        /// Reading response objects in the same pass as their event (without capture) reads
+        /// the same as reading them apart, issues included.
+        #[test]
+        fn one_pass_reads_what_two_passes_read(
+            events in proptest::collection::vec(event(), 1..24),
+        ) {
+            let mut one = ResponsesStream::new(false);
+            let mut two = ResponsesStream::new(false);
+            two.one_pass = false;
+            for event in &events {
+                prop_assert_eq!(one.push(event), two.push(event));
+            }
+            prop_assert_eq!(one.finish(), two.finish());
         }
 
         #[test]
