@@ -243,10 +243,7 @@ impl Repeats {
     #[cfg(test)]
     pub(crate) fn never() -> Self {
         Repeats {
-            patience: Patience {
-                hits: 0,
-                misses: u32::MAX,
-            },
+            patience: Patience::lost_already(),
             ..Repeats::default()
         }
     }
@@ -437,10 +434,7 @@ impl ValueSlot {
     #[cfg(test)]
     pub(crate) fn never() -> Self {
         ValueSlot {
-            patience: Patience {
-                hits: 0,
-                misses: u32::MAX,
-            },
+            patience: Patience::lost_already(),
             ..ValueSlot::default()
         }
     }
@@ -469,6 +463,15 @@ impl Patience {
 
     fn lost(&self) -> bool {
         self.misses >= Self::TRIES && self.misses > self.hits
+    }
+
+    /// One that never learns (the readers' tests compare against it).
+    #[cfg(test)]
+    fn lost_already() -> Self {
+        Patience {
+            hits: 0,
+            misses: u32::MAX,
+        }
     }
 }
 
