@@ -1,6 +1,7 @@
 //! The proxy's cost, side by side: the same workload straight to a fast mock upstream (the
-//! floor), through genai-tap with full telemetry to a live OTLP receiver, and through nginx as a
-//! plain reverse proxy (no telemetry), all on 127.0.0.1 in one run.
+//! floor), through genai-tap with full telemetry to a live OTLP receiver (twice: on its default
+//! one serving thread, and on one per core as nginx's workers are), and through nginx as a plain
+//! reverse proxy (no telemetry), all on 127.0.0.1 in one run.
 //!
 //!   bash benches/loadbench              # installs wrk and nginx (Debian) when missing, then:
 //!   cargo bench --bench load
@@ -214,7 +215,13 @@ fn ticks_per_second() -> f64 {
     100.0
 }
 
-fn start_genai_tap(upstream: SocketAddr, receiver: SocketAddr) -> (Proc, SocketAddr) {
+/// genai-tap with full telemetry to `receiver`; `workers` sets `server.workers` (`None`: its
+/// default, one serving thread, as a sidecar runs).
+fn start_genai_tap(
+    upstream: SocketAddr,
+    receiver: SocketAddr,
+    workers: Option<usize>,
+) -> (Proc, SocketAddr) {
     let mut env = vec![
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
@@ -226,6 +233,9 @@ fn start_genai_tap(upstream: SocketAddr, receiver: SocketAddr) -> (Proc, SocketA
         ),
         ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "5000".to_owned()),
     ];
+    if let Some(workers) = workers {
+        env.push(("GENAI_TAP_SERVER__WORKERS".to_owned(), workers.to_string()));
+    }
     env.extend(extra_env());
     let upstream = format!("http://{upstream}");
     let (child, addr) =
@@ -583,29 +593,39 @@ fn main() {
         .and_then(|mut f| f.write_all(WRK_SCRIPT.as_bytes()))
         .expect("the wrk script");
 
-    let (tap, tap_addr) = start_genai_tap(mock, receiver);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tap, tap_addr) = start_genai_tap(mock, receiver, None);
+    // nginx runs a worker per core (`worker_processes auto`); genai-tap's default is one serving
+    // thread. The like-for-like is genai-tap with as many (`server.workers = 0`: one per core).
+    let (tap_per_core, tap_per_core_addr) = start_genai_tap(mock, receiver, Some(0));
     let nginx = start_nginx(mock, &dir);
     if nginx.is_none() {
         eprintln!("loadbench: nginx not found or did not start; its column is left out");
     }
     println!("genai-tap: {}", support::binary());
     println!(
-        "machine: {} cores; each run {secs} s; wrk, mock upstream, OTLP receiver and the proxy share them\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "machine: {cores} cores; each run {secs} s; wrk, mock upstream, OTLP receiver and the proxy share them; \
+         genai-tap serves on one thread (its default), `genai-tap ×{cores}` on one per core, as nginx's \
+         workers do\n"
     );
 
+    let per_core = format!("genai-tap ×{cores}");
     let mut results: Vec<(&str, Vec<(usize, Run)>)> = Vec::new();
-    let mut targets: Vec<(&str, SocketAddr, Option<&Proc>)> =
-        vec![("direct", mock, None), ("genai-tap", tap_addr, Some(&tap))];
+    let mut targets: Vec<(&str, SocketAddr, Option<&Proc>)> = vec![
+        ("direct", mock, None),
+        ("genai-tap", tap_addr, Some(&tap)),
+        (&per_core, tap_per_core_addr, Some(&tap_per_core)),
+    ];
     if let Some((proc, addr)) = &nginx {
         targets.push(("nginx", *addr, Some(proc)));
     }
+    let is_tap = |name: &str| name.starts_with("genai-tap");
     let path = chat_path();
     let mut tap_requests = 0;
     // Warm every path (pools, page cache) before measuring.
     for (name, addr, proc) in &targets {
         let run = wrk(&format!("http://{addr}{path}"), 16, 1, &script, *proc);
-        if *name == "genai-tap" {
+        if is_tap(name) {
             tap_requests += run.requests;
         }
     }
@@ -613,7 +633,7 @@ fn main() {
         let mut runs = Vec::new();
         for &c in &concurrency {
             let run = wrk(&format!("http://{addr}{path}"), c, secs, &script, *proc);
-            if *name == "genai-tap" {
+            if is_tap(name) {
                 tap_requests += run.requests;
             }
             runs.push((c, run));
@@ -633,17 +653,17 @@ fn main() {
         print_runs(name, runs);
     }
     let get = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
-    let (direct, proxied) = (get("direct"), get("genai-tap"));
     println!(
-        "\n| connections | genai-tap / direct rps | added p50 µs | added p99 µs | genai-tap / nginx rps | nginx p50 µs | genai-tap CPU µs / req |"
+        "\n| target | connections | / direct rps | added p50 µs | added p99 µs | / nginx rps | nginx p50 µs | CPU µs / req |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    if let (Some(direct), Some(proxied)) = (direct, proxied) {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, proxied) in results.iter().filter(|(n, _)| is_tap(n)) {
+        let Some(direct) = get("direct") else { break };
         for (i, (c, t)) in proxied.iter().enumerate() {
             let d = direct[i].1;
             let n = get("nginx").map(|n| n[i].1);
             println!(
-                "| {c} | {:.2} | {:.0} | {:.0} | {} | {} | {} |",
+                "| {name} | {c} | {:.2} | {:.0} | {:.0} | {} | {} | {} |",
                 t.rps / d.rps,
                 t.p50_us - d.p50_us,
                 t.p99_us - d.p99_us,
@@ -697,7 +717,7 @@ fn main() {
     // on a path it forwards without observing, which is what the connections cost; the
     // difference is what observation holds per stream.
     let held = |path: &str| {
-        let (fresh, addr) = start_genai_tap(mock, receiver);
+        let (fresh, addr) = start_genai_tap(mock, receiver, None);
         runtime.block_on(held_streams(addr, path, open_streams, fresh.pids[0]))
     };
     let per_stream = held(CHAT);
@@ -709,6 +729,10 @@ fn main() {
          streams unobserved: {unobserved:.1} KiB, the proxy's two connections)",
         tap.peak_rss_kib() as f64 / 1024.0,
         per_stream - unobserved
+    );
+    println!(
+        "{per_core}: peak RSS {:.1} MiB over the whole run",
+        tap_per_core.peak_rss_kib() as f64 / 1024.0
     );
     if let Some((proc, _)) = &nginx {
         println!(
