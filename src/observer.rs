@@ -547,22 +547,20 @@ impl Observer {
 
     /// Opens the tap for one exchange and starts its observer task.
     pub fn begin(&self, start: Start) -> Tap {
+        let (mut tap, rx) = Tap::channel(self.inner.limits.channel);
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let inner = self.inner.clone();
-        let capacity = inner.limits.channel;
         // Taken now, inside the runtime: the first hand-over may come from a body's drop.
         let runtime = tokio::runtime::Handle::current();
-        Tap::new(
-            capacity,
-            Box::new(move |first, rest| {
-                runtime.spawn(async move {
-                    observe(&inner, start, first, rest).await;
-                    if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        inner.idle.notify_waiters();
-                    }
-                });
-            }),
-        )
+        tap.on_first_batch(Box::new(move || {
+            runtime.spawn(async move {
+                observe(&inner, start, rx).await;
+                if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.idle.notify_waiters();
+                }
+            });
+        }));
+        tap
     }
 
     /// Returns once every exchange begun so far has been recorded (or abandoned).
@@ -579,17 +577,9 @@ impl Observer {
     }
 }
 
-/// Folds the exchange's batches: `first`, then, for an exchange that handed over more than
-/// once, what arrives on `rest` until the tap is done with it.
-async fn observe(
-    inner: &Inner,
-    start: Start,
-    first: Batch,
-    mut rest: Option<mpsc::Receiver<Batch>>,
-) {
+async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
     let mut assembly = Assembly::new(start, inner.limits, inner.privacy.clone());
-    let mut next = Some(first);
-    while let Some(batch) = next {
+    while let Some(batch) = rx.recv().await {
         let applied = catch_unwind(AssertUnwindSafe(|| {
             for event in batch {
                 assembly.apply(event);
@@ -598,10 +588,6 @@ async fn observe(
         if applied.is_err() {
             return observer_panicked(inner);
         }
-        next = match rest.as_mut() {
-            Some(rx) => rx.recv().await,
-            None => None,
-        };
     }
     if assembly.lost {
         Stats::incr(&inner.stats.observation_lost);

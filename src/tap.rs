@@ -1,12 +1,11 @@
 //! The tap: copies of an exchange's frames, handed to its observer without touching the
 //! forwarded stream.
 //!
-//! Owns: [`Tap`], the sending end of one exchange's observation, and [`TapBody`], a body
+//! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
 //! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
 //! are handed over in batches (at the end, whenever the body waits for the upstream, or every
-//! few dozen frames of a burst). The observer is only started by the first hand-over, with that
-//! batch, and a channel for the rest is opened only when that hand-over is not the end: a small
-//! exchange starts its observer once, with everything, and needs no channel. The tap ends exactly
+//! few dozen frames of a burst), and the observer is only started by the first hand-over, so a
+//! small exchange wakes its observer once rather than once per event. The tap ends exactly
 //! once: at the end of the body, on a body error, or, when it is dropped first (the client went
 //! away), as cancelled. Does not: parse anything, block, or wait for the observer: a full
 //! channel loses observation data (and says so at the end), never forwarding time.
@@ -128,58 +127,63 @@ pub type Batch = Vec<TapEvent>;
 /// rather than once per frame.
 const BATCH: usize = 32;
 
-/// Starts the exchange's observer with the first batch handed over and, when the exchange hands
-/// over more than once (a stream), the receiver the rest arrive on. Called once, at the first
-/// hand-over.
-pub type Launch = Box<dyn FnOnce(Batch, Option<mpsc::Receiver<Batch>>) + Send>;
+/// Starts the exchange's observer; called on the first hand-over, so an exchange that ends
+/// quickly costs its observer one wake-up in all.
+pub type Launch = Box<dyn FnOnce() + Send>;
 
-/// The sending half of one exchange's observation.
+/// The sending half of one exchange's observation channel.
 pub struct Tap {
-    /// Opened at the first hand-over that is not the last, so only for an exchange that hands
-    /// over more than once: a short one's only batch goes to its observer with the launch, with
-    /// no channel (two allocations, one of them aligned, and a semaphore) between them.
-    tx: Option<mpsc::Sender<Batch>>,
-    /// A slot reserved when the channel opens, for the final batch, so a full channel cannot
-    /// lose the ending.
+    tx: mpsc::Sender<Batch>,
+    /// A slot reserved at creation for the final batch, so a full channel cannot lose the ending.
     last: Option<mpsc::OwnedPermit<Batch>>,
     launch: Option<Launch>,
     pending: Batch,
-    /// Batches the channel holds, the final one's reserved slot included.
-    slots: usize,
     batch: usize,
     lost: bool,
-    ended: bool,
 }
 
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tap")
             .field("pending", &self.pending.len())
-            .field("ended", &self.ended)
+            .field("ended", &self.last.is_none())
             .field("lost", &self.lost)
             .finish_non_exhaustive()
     }
 }
 
 impl Tap {
-    /// A tap whose first hand-over runs `launch`. `capacity` bounds the events in flight: the
-    /// first batch, then what the channel holds.
-    pub fn new(capacity: usize, launch: Launch) -> Tap {
+    /// A tap and the receiver its observer reads. `capacity` bounds the events in flight.
+    pub fn channel(capacity: usize) -> (Tap, mpsc::Receiver<Batch>) {
         let batch = capacity.clamp(1, BATCH);
-        Tap {
-            tx: None,
-            last: None,
-            launch: Some(launch),
-            pending: Vec::new(),
-            slots: capacity.div_ceil(batch).max(1),
-            batch,
-            lost: false,
-            ended: false,
+        let (tx, rx) = mpsc::channel(capacity.div_ceil(batch).max(1) + 1);
+        let last = tx.clone().try_reserve_owned().ok();
+        (
+            Tap {
+                tx,
+                last,
+                launch: None,
+                pending: Vec::new(),
+                batch,
+                lost: false,
+            },
+            rx,
+        )
+    }
+
+    /// Runs `launch` at the first hand-over: set it before any event is sent.
+    pub fn on_first_batch(&mut self, launch: Launch) {
+        self.launch = Some(launch);
+    }
+
+    fn started(&mut self) {
+        if let Some(launch) = self.launch.take() {
+            launch();
         }
     }
 
     pub fn send(&mut self, event: TapEvent) {
-        if self.lost || self.ended {
+        if self.lost {
             return;
         }
         self.pending.push(event);
@@ -192,27 +196,16 @@ impl Tap {
     /// a frame is a slice of the connection's read buffer, and a copy held across a wait would
     /// keep that whole buffer alive for as long as the stream idles.
     pub fn flush(&mut self) {
-        if self.lost || self.ended || self.pending.is_empty() {
+        if self.lost || self.pending.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        if let Some(launch) = self.launch.take() {
-            // More will follow (this is not the end): open the channel for it.
-            let (tx, rx) = mpsc::channel(self.slots);
-            self.last = tx.clone().try_reserve_owned().ok();
-            self.tx = Some(tx);
-            launch(batch, Some(rx));
-            return;
-        }
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(batch).is_ok());
-        if !sent {
+        if self.tx.try_send(batch).is_err() {
             // From here on the observer's picture has a gap: stop sending rather than deliver a
             // stream with holes, and report it with the ending.
             self.lost = true;
         }
+        self.started();
     }
 
     /// `call` times the upstream call (forwarded, answered); the hand-over to the client is now.
@@ -239,27 +232,16 @@ impl Tap {
 
     /// Ends the exchange, handing over what is pending. Later calls, and the drop, do nothing.
     pub fn end(&mut self, ending: Ending) {
-        if self.ended {
-            return;
+        if let Some(permit) = self.last.take() {
+            let mut batch = std::mem::take(&mut self.pending);
+            batch.push(TapEvent::End {
+                ending,
+                lost: self.lost,
+                at: Instant::now(),
+            });
+            permit.send(batch);
+            self.started();
         }
-        self.ended = true;
-        let mut batch = std::mem::take(&mut self.pending);
-        batch.push(TapEvent::End {
-            ending,
-            lost: self.lost,
-            at: Instant::now(),
-        });
-        match self.launch.take() {
-            // Nothing was handed over before: this is the only batch.
-            Some(launch) => launch(batch, None),
-            None => {
-                if let Some(permit) = self.last.take() {
-                    permit.send(batch);
-                }
-            }
-        }
-        // The observer's receiver ends once the final batch is read.
-        self.tx = None;
     }
 }
 
@@ -413,60 +395,12 @@ mod tests {
         }
     }
 
-    /// Stands in for the observer: keeps what each launch hands over.
-    #[derive(Clone, Default)]
-    struct Handed(std::sync::Arc<std::sync::Mutex<Observed>>);
-
-    #[derive(Default)]
-    struct Observed {
-        launches: usize,
-        batches: Vec<Batch>,
-        rest: Option<mpsc::Receiver<Batch>>,
-    }
-
-    impl Handed {
-        fn tap(&self, capacity: usize) -> Tap {
-            let handed = self.clone();
-            Tap::new(
-                capacity,
-                Box::new(move |first, rest| {
-                    let mut observed = handed.0.lock().unwrap();
-                    observed.launches += 1;
-                    observed.batches.push(first);
-                    observed.rest = rest;
-                }),
-            )
+    fn drain(rx: &mut mpsc::Receiver<Batch>) -> Vec<TapEvent> {
+        let mut out = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            out.extend(batch);
         }
-
-        fn launches(&self) -> usize {
-            self.0.lock().unwrap().launches
-        }
-
-        /// The batches handed over since the last call, in order.
-        fn batches(&self) -> Vec<Batch> {
-            let mut observed = self.0.lock().unwrap();
-            let mut out = std::mem::take(&mut observed.batches);
-            if let Some(rx) = observed.rest.as_mut() {
-                while let Ok(batch) = rx.try_recv() {
-                    out.push(batch);
-                }
-            }
-            out
-        }
-
-        fn drain(&self) -> Vec<TapEvent> {
-            self.batches().into_iter().flatten().collect()
-        }
-
-        /// Whether the observer would see the end of its batches: no channel, or one whose
-        /// senders are all gone.
-        fn done(&self) -> bool {
-            let mut observed = self.0.lock().unwrap();
-            match observed.rest.as_mut() {
-                None => true,
-                Some(rx) => matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)),
-            }
-        }
+        out
     }
 
     fn endings(events: &[TapEvent]) -> Vec<(Ending, bool)> {
@@ -525,80 +459,80 @@ mod tests {
 
     #[tokio::test]
     async fn frames_pass_unchanged_and_the_tap_sees_a_copy_then_one_end() {
-        let handed = Handed::default();
-        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), handed.tap(16), io_kind);
+        let (tap, mut rx) = Tap::channel(16);
+        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"abc");
-        let events = handed.drain();
+        let events = drain(&mut rx);
         assert_eq!(data(&events), b"abc");
         assert_eq!(endings(&events), vec![(Ending::Complete, false)]);
-        assert!(handed.done(), "nothing more can arrive once ended");
+        assert!(rx.recv().await.is_none(), "every sender is gone once ended");
     }
 
     #[tokio::test]
     async fn a_short_exchange_is_handed_over_once_at_its_end() {
-        let handed = Handed::default();
-        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), handed.tap(1024), io_kind);
+        let (mut tap, mut rx) = Tap::channel(1024);
+        let launched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = launched.clone();
+        tap.on_first_batch(Box::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
         let mut body = std::pin::pin!(body);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"ab"));
-        assert_eq!(handed.launches(), 0, "nothing is handed over mid-exchange");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is handed over mid-exchange"
+        );
+        assert_eq!(launched.load(std::sync::atomic::Ordering::SeqCst), 0);
         while body.frame().await.is_some() {}
-        let batches = handed.batches();
-        assert_eq!(batches.len(), 1, "one batch at the end");
-        assert_eq!(data(&batches[0]), b"abc");
-        assert_eq!(endings(&batches[0]), vec![(Ending::Complete, false)]);
-        assert_eq!(handed.launches(), 1);
-        assert!(handed.0.lock().unwrap().rest.is_none(), "and no channel");
+        let batch = rx.try_recv().expect("one batch at the end");
+        assert_eq!(data(&batch), b"abc");
+        assert_eq!(endings(&batch), vec![(Ending::Complete, false)]);
+        assert_eq!(launched.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_long_stream_is_handed_over_in_batches_as_it_goes() {
-        let handed = Handed::default();
+        let (tap, mut rx) = Tap::channel(1024);
         let items: Vec<Result<&'static [u8], _>> = (0..BATCH + 1).map(|_| Ok(&b"x"[..])).collect();
-        let mut body = TapBody::new(chunks(items), handed.tap(1024), io_kind);
+        let mut body = TapBody::new(chunks(items), tap, io_kind);
         for _ in 0..BATCH {
             body.frame().await.unwrap().unwrap();
         }
-        let batches = handed.batches();
-        assert_eq!(
-            batches.len(),
-            1,
-            "a full batch is handed over before the end"
-        );
-        assert_eq!(batches[0].len(), BATCH);
-        assert_eq!(endings(&batches[0]), vec![]);
+        let batch = rx
+            .try_recv()
+            .expect("a full batch is handed over before the end");
+        assert_eq!(batch.len(), BATCH);
+        assert_eq!(endings(&batch), vec![]);
         while body.frame().await.is_some() {}
-        let rest = handed.drain();
+        let rest = drain(&mut rx);
         assert_eq!(data(&rest), b"x");
         assert_eq!(endings(&rest), vec![(Ending::Complete, false)]);
-        assert_eq!(handed.launches(), 1);
-        assert!(handed.done());
     }
 
     #[tokio::test]
     async fn what_is_pending_is_handed_over_when_the_body_waits() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
-        let handed = Handed::default();
-        let mut body = TapBody::new(upstream, handed.tap(1024), io_kind);
+        let (tap, mut taps) = Tap::channel(1024);
+        let mut body = TapBody::new(upstream, tap, io_kind);
         tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
             .await
             .unwrap();
         body.frame().await.unwrap().unwrap();
-        assert!(handed.batches().is_empty(), "a ready frame stays pending");
+        assert!(taps.try_recv().is_err(), "a ready frame stays pending");
         let waiting = futures_core::Stream::poll_next(
             std::pin::Pin::new(&mut BodyStream(&mut body)),
             &mut std::task::Context::from_waker(std::task::Waker::noop()),
         );
         assert!(waiting.is_pending());
-        let batches = handed.batches();
-        assert_eq!(batches.len(), 1, "handed over while the body waits");
-        assert_eq!(data(&batches[0]), b"a");
+        let batch = taps.try_recv().expect("handed over while the body waits");
+        assert_eq!(data(&batch), b"a");
         drop(tx);
         while body.frame().await.is_some() {}
-        assert_eq!(endings(&handed.drain()), vec![(Ending::Complete, false)]);
-        assert!(handed.done());
+        assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
     }
 
     /// Polls a body once, as hyper does.
@@ -620,63 +554,60 @@ mod tests {
 
     #[tokio::test]
     async fn body_error_passes_through_and_ends_as_failed() {
-        let handed = Handed::default();
+        let (tap, mut rx) = Tap::channel(16);
         let body = TapBody::new(
             chunks(vec![Ok(b"ab"), Err(std::io::ErrorKind::ConnectionReset)]),
-            handed.tap(16),
+            tap,
             io_kind,
         );
         assert!(body.collect().await.is_err());
         assert_eq!(
-            endings(&handed.drain()),
+            endings(&drain(&mut rx)),
             vec![(Ending::Failed(TransportError::ConnectionReset), false)]
         );
     }
 
     #[tokio::test]
     async fn dropped_before_the_end_is_cancelled_exactly_once() {
-        let handed = Handed::default();
-        let mut body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), handed.tap(16), io_kind);
+        let (tap, mut rx) = Tap::channel(16);
+        let mut body = TapBody::new(chunks(vec![Ok(b"ab"), Ok(b"c")]), tap, io_kind);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"ab"));
         drop(body);
-        let events = handed.drain();
+        let events = drain(&mut rx);
         assert_eq!(endings(&events), vec![(Ending::Cancelled, false)]);
-        assert_eq!(handed.launches(), 1);
     }
 
     #[tokio::test]
     async fn a_body_that_reports_its_end_is_ended_without_being_polled_to_none() {
-        let handed = Handed::default();
-        let mut body = TapBody::new(Full::new(Bytes::from_static(b"{}")), handed.tap(16), |_| {
+        let (tap, mut rx) = Tap::channel(16);
+        let mut body = TapBody::new(Full::new(Bytes::from_static(b"{}")), tap, |_| {
             TransportError::Other
         });
         let _ = body.frame().await;
         // hyper would now drop the body without another poll.
         drop(body);
-        assert_eq!(endings(&handed.drain()), vec![(Ending::Complete, false)]);
+        assert_eq!(endings(&drain(&mut rx)), vec![(Ending::Complete, false)]);
     }
 
     #[tokio::test]
     async fn empty_body_is_complete_at_once() {
-        let handed = Handed::default();
-        let body = TapBody::new(
-            http_body_util::Empty::<Bytes>::new(),
-            handed.tap(16),
-            |_| TransportError::Other,
-        );
+        let (tap, mut rx) = Tap::channel(16);
+        let body = TapBody::new(http_body_util::Empty::<Bytes>::new(), tap, |_| {
+            TransportError::Other
+        });
         drop(body);
-        assert_eq!(endings(&handed.drain()), vec![(Ending::Complete, false)]);
+        assert_eq!(endings(&drain(&mut rx)), vec![(Ending::Complete, false)]);
     }
 
     #[tokio::test]
     async fn a_full_channel_loses_data_not_frames_and_the_end_says_so() {
-        let handed = Handed::default();
+        let (tap, mut rx) = Tap::channel(2);
         let items: Vec<Result<&'static [u8], _>> = vec![Ok(b"1"), Ok(b"2"), Ok(b"3"), Ok(b"4")];
-        let body = TapBody::new(chunks(items), handed.tap(2), io_kind);
+        let body = TapBody::new(chunks(items), tap, io_kind);
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"1234", "forwarding never waits for the observer");
-        let events = handed.drain();
+        let events = drain(&mut rx);
         assert_eq!(endings(&events), vec![(Ending::Complete, true)]);
         assert_eq!(data(&events), b"12");
     }
