@@ -601,7 +601,7 @@ async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
         if exchange.request_issue.is_some() || exchange.response_issue.is_some() {
             Stats::incr(&inner.stats.parse_failures);
         }
-        inner.telemetry.record(&exchange);
+        inner.telemetry.record(exchange);
     }));
     if recorded.is_err() {
         observer_panicked(inner);

@@ -13,7 +13,7 @@ use opentelemetry::{Array, Key, KeyValue, Value};
 use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger};
 
 use super::semconv::{GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS, GENAI_TAP_CONTENT_TRUNCATED};
-use super::span::{content_json, facts_attributes, start_attributes};
+use super::span::content_json;
 use crate::exchange::Exchange;
 
 /// How content is put on the event.
@@ -26,8 +26,15 @@ pub enum Form {
     Text,
 }
 
-/// The event for an exchange whose content was captured; `None` without content.
-pub fn build(logger: &SdkLogger, ex: &Exchange, budget: usize, form: Form) -> Option<SdkLogRecord> {
+/// The event for an exchange whose content was captured, carrying the span's `attributes`
+/// ([`super::span::attributes`]); `None` without content.
+pub fn build(
+    logger: &SdkLogger,
+    ex: &Exchange,
+    attributes: &[KeyValue],
+    budget: usize,
+    form: Form,
+) -> Option<SdkLogRecord> {
     let content = ex.content.as_ref()?;
     let mut record = logger.create_log_record();
     record.set_event_name(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS);
@@ -41,10 +48,8 @@ pub fn build(logger: &SdkLogger, ex: &Exchange, budget: usize, form: Form) -> Op
         TraceFlags::default()
     };
     record.set_trace_context(ex.trace.trace_id, ex.trace.span_id, Some(flags));
-    let mut attrs = start_attributes(ex);
-    facts_attributes(ex, &mut attrs);
-    for KeyValue { key, value, .. } in attrs {
-        record.add_attribute(key, any(value));
+    for KeyValue { key, value, .. } in attributes {
+        record.add_attribute(key.clone(), any(value.clone()));
     }
     let (texts, truncated) = content_json(content, budget);
     for (key, text) in texts {
@@ -135,12 +140,17 @@ mod tests {
         }
     }
 
+    fn event(logger: &SdkLogger, mut ex: Exchange, form: Form) -> Option<SdkLogRecord> {
+        let attributes = crate::telemetry::span::attributes(&mut ex);
+        build(logger, &ex, &attributes, 1 << 15, form)
+    }
+
     #[test]
     fn the_event_is_in_the_span_context_with_structured_content() {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("test");
-        assert!(build(&logger, &exchange(false), 1 << 15, Form::Structured).is_none());
-        let text = build(&logger, &exchange(true), 1 << 15, Form::Text).unwrap();
+        assert!(event(&logger, exchange(false), Form::Structured).is_none());
+        let text = event(&logger, exchange(true), Form::Text).unwrap();
         assert!(
             text.attributes_iter()
                 .any(|(k, v)| k.as_str() == "gen_ai.input.messages"
@@ -149,7 +159,7 @@ mod tests {
         assert!(
             matches!(text.body(), Some(AnyValue::String(s)) if s.as_str() == GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS)
         );
-        let record = build(&logger, &exchange(true), 1 << 15, Form::Structured).unwrap();
+        let record = event(&logger, exchange(true), Form::Structured).unwrap();
         assert_eq!(
             record.event_name(),
             Some(GEN_AI_CLIENT_INFERENCE_OPERATION_DETAILS)

@@ -410,30 +410,36 @@ impl Telemetry {
 
     /// Records the exchange's metrics, and its span (when sampled) and event (when content is
     /// captured as events), offering each to every destination. Never waits.
-    pub fn record(&self, exchange: &Exchange) {
+    pub fn record(&self, mut exchange: Exchange) {
         let inner = &*self.inner;
         if let Some(metrics) = &inner.metrics {
-            metrics.record(exchange);
+            metrics.record(&exchange);
         }
         if !exchange.trace.sampled {
             Stats::incr(&inner.stats.spans_sampled_out);
-        } else if let Some((last, rest)) = inner.spans.split_last() {
-            let data = span::build(exchange, &inner.scope, inner.content);
-            for p in rest {
-                p.offer(data.clone());
-            }
-            last.offer(data);
         }
-        if inner.content.on_event && exchange.content.is_some() {
+        let span = exchange.trace.sampled && !inner.spans.is_empty();
+        let event =
+            inner.content.on_event && exchange.content.is_some() && !inner.events.is_empty();
+        if !span && !event {
+            return;
+        }
+        // Built once for the span and the events alike, the texts moved out of the exchange.
+        let attributes = span::attributes(&mut exchange);
+        if event {
             // Each form is built once, whatever the number of destinations taking it.
             let mut built: Vec<(events::Form, SdkLogRecord)> = Vec::new();
             for (form, pipeline) in &inner.events {
                 let record = match built.iter().find(|(f, _)| f == form) {
                     Some((_, r)) => r.clone(),
                     None => {
-                        let Some(r) =
-                            events::build(&inner.logger, exchange, inner.content.max_bytes, *form)
-                        else {
+                        let Some(r) = events::build(
+                            &inner.logger,
+                            &exchange,
+                            &attributes,
+                            inner.content.max_bytes,
+                            *form,
+                        ) else {
                             continue;
                         };
                         built.push((*form, r.clone()));
@@ -442,6 +448,13 @@ impl Telemetry {
                 };
                 pipeline.offer(record);
             }
+        }
+        if span && let Some((last, rest)) = inner.spans.split_last() {
+            let data = span::build(&exchange, attributes, &inner.scope, inner.content);
+            for p in rest {
+                p.offer(data.clone());
+            }
+            last.offer(data);
         }
     }
 

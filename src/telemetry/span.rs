@@ -58,9 +58,19 @@ pub fn start_attributes(ex: &Exchange) -> Vec<KeyValue> {
     attrs
 }
 
+/// The span's attributes but content, for the span and the content event alike: the start
+/// ones, then request, response and outcome. The texts they keep are moved out of `ex`, not
+/// copied (the copies were allocated here and the originals freed at once); what is built from
+/// the exchange after this must not need them.
+pub fn attributes(ex: &mut Exchange) -> Vec<KeyValue> {
+    let mut attrs = start_attributes(ex);
+    facts_attributes(ex, &mut attrs);
+    attrs
+}
+
 /// Every attribute but the start ones and content: request, response, outcome.
-pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
-    let req = &ex.request;
+fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
+    let req = &mut ex.request;
     if let Some(t) = ex.api.openai_api_type() {
         attrs.push(KeyValue::new(OPENAI_API_TYPE, t));
     }
@@ -92,11 +102,11 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if let Some(t) = req.output_type {
         attrs.push(KeyValue::new(GEN_AI_OUTPUT_TYPE, t));
     }
-    if let Some(tier) = req.service_tier.as_ref().filter(|t| *t != "auto") {
-        attrs.push(KeyValue::new(OPENAI_REQUEST_SERVICE_TIER, tier.clone()));
+    if let Some(tier) = req.service_tier.take().filter(|t| t != "auto") {
+        attrs.push(KeyValue::new(OPENAI_REQUEST_SERVICE_TIER, tier));
     }
-    if let Some(id) = &req.conversation_id {
-        attrs.push(KeyValue::new(GEN_AI_CONVERSATION_ID, id.clone()));
+    if let Some(id) = req.conversation_id.take() {
+        attrs.push(KeyValue::new(GEN_AI_CONVERSATION_ID, id));
     }
     if let Some(formats) = &req.encoding_formats {
         attrs.push(KeyValue::new(
@@ -110,8 +120,8 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if ex.usage_injected {
         attrs.push(KeyValue::new(GENAI_TAP_USAGE_INJECTED, true));
     }
-    for (key, value) in &ex.baggage {
-        attrs.push(KeyValue::new(key.clone(), value.clone()));
+    for (key, value) in std::mem::take(&mut ex.baggage) {
+        attrs.push(KeyValue::new(key, value));
     }
     // Allowlisted request headers: string[] per the HTTP conventions, values joined by name.
     let mut headers: Vec<(&str, Vec<String>)> = Vec::new();
@@ -128,27 +138,30 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
         ));
     }
 
-    let resp = &ex.response;
+    let resp = &mut ex.response;
     for (key, value) in [
-        (GEN_AI_RESPONSE_ID, &resp.id),
-        (GEN_AI_RESPONSE_MODEL, &resp.model),
-        (OPENAI_RESPONSE_SERVICE_TIER, &resp.service_tier),
-        (OPENAI_RESPONSE_SYSTEM_FINGERPRINT, &resp.system_fingerprint),
+        (GEN_AI_RESPONSE_ID, resp.id.take()),
+        (GEN_AI_RESPONSE_MODEL, resp.model.take()),
+        (OPENAI_RESPONSE_SERVICE_TIER, resp.service_tier.take()),
+        (
+            OPENAI_RESPONSE_SYSTEM_FINGERPRINT,
+            resp.system_fingerprint.take(),
+        ),
     ] {
         if let Some(v) = value {
-            attrs.push(KeyValue::new(key, v.clone()));
+            attrs.push(KeyValue::new(key, v));
         }
     }
     if !resp.finish_reasons.is_empty() {
         attrs.push(KeyValue::new(
             GEN_AI_RESPONSE_FINISH_REASONS,
-            strings(&resp.finish_reasons),
+            owned_strings(std::mem::take(&mut resp.finish_reasons)),
         ));
     }
     if !resp.tool_calls.is_empty() {
         attrs.push(KeyValue::new(
             GENAI_TAP_RESPONSE_TOOL_CALLS,
-            strings(&resp.tool_calls),
+            owned_strings(std::mem::take(&mut resp.tool_calls)),
         ));
     }
     if ex.api.operation() == Operation::Embeddings
@@ -192,15 +205,15 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
         }
     }
     for (key, value) in [
-        (GENAI_TAP_UPSTREAM_REQUEST_ID, &ex.upstream.request_id),
+        (GENAI_TAP_UPSTREAM_REQUEST_ID, ex.upstream.request_id.take()),
         (
             GENAI_TAP_UPSTREAM_APIM_REQUEST_ID,
-            &ex.upstream.apim_request_id,
+            ex.upstream.apim_request_id.take(),
         ),
-        (GENAI_TAP_UPSTREAM_REGION, &ex.upstream.region),
+        (GENAI_TAP_UPSTREAM_REGION, ex.upstream.region.take()),
     ] {
         if let Some(v) = value {
-            attrs.push(KeyValue::new(key, v.clone()));
+            attrs.push(KeyValue::new(key, v));
         }
     }
     if let Some(status) = ex.status {
@@ -209,12 +222,18 @@ pub fn facts_attributes(ex: &Exchange, attrs: &mut Vec<KeyValue>) {
     if let Some(failure) = &ex.failure {
         attrs.push(KeyValue::new(ERROR_TYPE, failure.error_type()));
     }
-    if let Some(issue) = &ex.request_issue {
-        attrs.push(KeyValue::new(GENAI_TAP_REQUEST_PARSE_ERROR, issue.clone()));
+    if let Some(issue) = ex.request_issue.take() {
+        attrs.push(KeyValue::new(GENAI_TAP_REQUEST_PARSE_ERROR, issue));
     }
-    if let Some(issue) = &ex.response_issue {
-        attrs.push(KeyValue::new(GENAI_TAP_RESPONSE_PARSE_ERROR, issue.clone()));
+    if let Some(issue) = ex.response_issue.take() {
+        attrs.push(KeyValue::new(GENAI_TAP_RESPONSE_PARSE_ERROR, issue));
     }
+}
+
+fn owned_strings(values: Vec<String>) -> Value {
+    Value::Array(Array::String(
+        values.into_iter().map(StringValue::from).collect(),
+    ))
 }
 
 fn strings(values: &[String]) -> Value {
@@ -311,10 +330,14 @@ pub fn status(ex: &Exchange) -> Status {
     Status::error(description)
 }
 
-/// The complete span for an exchange, with the ids fixed when its request arrived.
-pub fn build(ex: &Exchange, scope: &InstrumentationScope, content: ContentSettings) -> SpanData {
-    let mut attributes = start_attributes(ex);
-    facts_attributes(ex, &mut attributes);
+/// The complete span for an exchange, with the ids fixed when its request arrived, from the
+/// [`attributes`] taken from it.
+pub fn build(
+    ex: &Exchange,
+    mut attributes: Vec<KeyValue>,
+    scope: &InstrumentationScope,
+    content: ContentSettings,
+) -> SpanData {
     if content.on_span
         && let Some(c) = &ex.content
     {
@@ -391,7 +414,14 @@ mod tests {
     }
 
     fn build_with(ex: &Exchange, content: ContentSettings) -> SpanData {
-        build(ex, &InstrumentationScope::builder("test").build(), content)
+        let mut ex = ex.clone();
+        let attributes = attributes(&mut ex);
+        build(
+            &ex,
+            attributes,
+            &InstrumentationScope::builder("test").build(),
+            content,
+        )
     }
 
     fn build_one(ex: &Exchange) -> SpanData {
