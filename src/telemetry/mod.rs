@@ -418,15 +418,15 @@ impl Telemetry {
         if !exchange.trace.sampled {
             Stats::incr(&inner.stats.spans_sampled_out);
         }
-        let span = exchange.trace.sampled && !inner.spans.is_empty();
-        let event =
+        let wants_span = exchange.trace.sampled && !inner.spans.is_empty();
+        let wants_event =
             inner.content.on_event && exchange.content.is_some() && !inner.events.is_empty();
-        if !span && !event {
+        if !wants_span && !wants_event {
             return;
         }
         // Built once for the span and the events alike, the texts moved out of the exchange.
         let attributes = span::attributes(&mut exchange);
-        if event {
+        if wants_event {
             // Each form is built once, whatever the number of destinations taking it.
             let mut built: Vec<(events::Form, SdkLogRecord)> = Vec::new();
             for (form, pipeline) in &inner.events {
@@ -449,7 +449,7 @@ impl Telemetry {
                 pipeline.offer(record);
             }
         }
-        if span && let Some((last, rest)) = inner.spans.split_last() {
+        if wants_span && let Some((last, rest)) = inner.spans.split_last() {
             let data = span::build(&exchange, attributes, &inner.scope, inner.content);
             for p in rest {
                 p.offer(data.clone());
