@@ -313,8 +313,9 @@ impl CompletionWire<'_> {
     }
 
     /// Where the values a reader without capture ignores lie in `doc`, the document this was
-    /// read from, in the document's order (the slot marks those that are strings or numbers): the first choice's text (its message's or delta's
-    /// `content`, or legacy `text`) and the `obfuscation` padding.
+    /// read from, in the document's order (the slot marks those that are strings or numbers):
+    /// the first choice's text (its message's or delta's `content`, or legacy `text`) and the
+    /// `obfuscation` padding.
     fn unread_in(&self, doc: &[u8]) -> impl Iterator<Item = Range<usize>> {
         let place = |raw: &RawValue| {
             let raw = raw.get();

@@ -90,7 +90,7 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
             attrs.push(KeyValue::new(key, v));
         }
     }
-    if let Some(stops) = &req.stop_sequences {
+    if let Some(stops) = req.stop_sequences.take() {
         attrs.push(KeyValue::new(GEN_AI_REQUEST_STOP_SEQUENCES, strings(stops)));
     }
     if let Some(v) = req.seed {
@@ -108,14 +108,15 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
     if let Some(id) = req.conversation_id.take() {
         attrs.push(KeyValue::new(GEN_AI_CONVERSATION_ID, id));
     }
-    if let Some(formats) = &req.encoding_formats {
+    if let Some(formats) = req.encoding_formats.take() {
         attrs.push(KeyValue::new(
             GEN_AI_REQUEST_ENCODING_FORMATS,
             strings(formats),
         ));
     }
     if !req.tools.is_empty() {
-        attrs.push(KeyValue::new(GENAI_TAP_REQUEST_TOOLS, strings(&req.tools)));
+        let tools = std::mem::take(&mut req.tools);
+        attrs.push(KeyValue::new(GENAI_TAP_REQUEST_TOOLS, strings(tools)));
     }
     if ex.usage_injected {
         attrs.push(KeyValue::new(GENAI_TAP_USAGE_INJECTED, true));
@@ -134,7 +135,7 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
     for (name, values) in headers {
         attrs.push(KeyValue::new(
             format!("http.request.header.{name}"),
-            strings(&values),
+            strings(values),
         ));
     }
 
@@ -155,13 +156,13 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
     if !resp.finish_reasons.is_empty() {
         attrs.push(KeyValue::new(
             GEN_AI_RESPONSE_FINISH_REASONS,
-            owned_strings(std::mem::take(&mut resp.finish_reasons)),
+            strings(std::mem::take(&mut resp.finish_reasons)),
         ));
     }
     if !resp.tool_calls.is_empty() {
         attrs.push(KeyValue::new(
             GENAI_TAP_RESPONSE_TOOL_CALLS,
-            owned_strings(std::mem::take(&mut resp.tool_calls)),
+            strings(std::mem::take(&mut resp.tool_calls)),
         ));
     }
     if ex.api.operation() == Operation::Embeddings
@@ -192,7 +193,7 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
             ttfc.as_secs_f64(),
         ));
     }
-    if let Some(filter) = &ex.content_filter {
+    if let Some(filter) = &mut ex.content_filter {
         attrs.push(KeyValue::new(
             GENAI_TAP_CONTENT_FILTER_FILTERED,
             filter.filtered,
@@ -200,7 +201,7 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
         if !filter.categories.is_empty() {
             attrs.push(KeyValue::new(
                 GENAI_TAP_CONTENT_FILTER_CATEGORIES,
-                strings(&filter.categories),
+                strings(std::mem::take(&mut filter.categories)),
             ));
         }
     }
@@ -230,18 +231,9 @@ fn facts_attributes(ex: &mut Exchange, attrs: &mut Vec<KeyValue>) {
     }
 }
 
-fn owned_strings(values: Vec<String>) -> Value {
+fn strings(values: Vec<String>) -> Value {
     Value::Array(Array::String(
         values.into_iter().map(StringValue::from).collect(),
-    ))
-}
-
-fn strings(values: &[String]) -> Value {
-    Value::Array(Array::String(
-        values
-            .iter()
-            .map(|s| StringValue::from(s.clone()))
-            .collect(),
     ))
 }
 
