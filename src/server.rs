@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -66,6 +66,9 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // Set when the drain starts, for connections still waiting for their first bytes (they
+    // hold a watcher but have no hyper connection to ask to finish yet).
+    let (draining, drain_started) = watch::channel(false);
     // Every connection's task, so the ones still open at the drain deadline can be closed.
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -81,7 +84,13 @@ pub async fn serve(
                     let watcher = graceful.watcher();
                     let (builder, proxy) = (builder.clone(), proxy.clone());
                     let Some(acceptor) = acceptor.clone() else {
+                        let mut drain_started = drain_started.clone();
                         connections.spawn(async move {
+                            let builder = tokio::select! {
+                                builder = cleartext_protocol(&stream, builder) => builder,
+                                // Nothing was read yet: closing loses no request.
+                                _ = drain_started.wait_for(|started| *started) => return,
+                            };
                             connection(builder, TokioIo::new(stream), proxy, watcher).await;
                             drop(slot);
                         });
@@ -91,6 +100,12 @@ pub async fn serve(
                     connections.spawn(async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
+                                let builder = match stream.get_ref().1.alpn_protocol() {
+                                    Some(b"h2") => builder.http2_only(),
+                                    Some(b"http/1.1") => builder.http1_only(),
+                                    // No ALPN: told apart by the first bytes, as in cleartext.
+                                    _ => builder,
+                                };
                                 connection(builder, TokioIo::new(stream), proxy, watcher).await;
                             }
                             Ok(Err(e)) => {
@@ -115,6 +130,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    draining.send_replace(true);
     tracing::info!(deadline = ?settings.drain_timeout, "draining in-flight requests");
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
@@ -153,6 +169,52 @@ async fn accept(
     (Some(slot), listener.accept().await)
 }
 
+/// HTTP/2 with prior knowledge opens with this preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a cleartext connection's first bytes say it speaks: HTTP/2 when they are the whole
+/// preface, HTTP/1 as soon as they stray from it, `None` while they are a proper prefix of it
+/// (or there are none).
+fn sniff(first: &[u8]) -> Option<Protocol> {
+    let n = first.len().min(H2_PREFACE.len());
+    if first[..n] != H2_PREFACE[..n] {
+        Some(Protocol::Http1)
+    } else if n == H2_PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// `builder`, set to the protocol a cleartext connection's first bytes show, read with
+/// `MSG_PEEK` so they stay in the socket for hyper's first read.
+///
+/// Left to choose by itself, the builder reads the first 24 bytes on their own and hands them
+/// back through a rewinding reader, so hyper's first read returns only those, and its next
+/// one, asking for 8 KiB more behind them, doubles the connection's read buffer to 16 KiB for
+/// the connection's life. It is still left to choose when the bytes cannot tell yet: a client
+/// that sends part of the HTTP/2 preface and waits, or one that closes at once.
+async fn cleartext_protocol(
+    stream: &tokio::net::TcpStream,
+    builder: auto::Builder<TokioExecutor>,
+) -> auto::Builder<TokioExecutor> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    match stream.peek(&mut first).await {
+        Ok(n) => match sniff(&first[..n]) {
+            Some(Protocol::Http1) => builder.http1_only(),
+            Some(Protocol::Http2) => builder.http2_only(),
+            None => builder,
+        },
+        Err(_) => builder,
+    }
+}
+
 /// Serves one connection's requests until it closes or a drain asks it to finish.
 async fn connection<I>(
     builder: auto::Builder<TokioExecutor>,
@@ -169,5 +231,47 @@ async fn connection<I>(
     let conn = builder.serve_connection(io, service).into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_first_bytes_tell_http1_from_http2_with_prior_knowledge() {
+        assert_eq!(
+            sniff(b"POST /v1/chat/completions HTTP/1.1\r\n"),
+            Some(Protocol::Http1)
+        );
+        assert_eq!(sniff(b"G"), Some(Protocol::Http1));
+        // "PRI" is a method name HTTP/1 would accept; only the whole preface means HTTP/2.
+        assert_eq!(sniff(b"PRI * HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(sniff(H2_PREFACE), Some(Protocol::Http2));
+        let mut preface_and_frame = H2_PREFACE.to_vec();
+        preface_and_frame.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(sniff(&preface_and_frame), Some(Protocol::Http2));
+        // Too early to tell: left to the builder, which reads on until it can.
+        assert_eq!(sniff(b""), None);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None);
+    }
+
+    proptest! {
+        /// More bytes never change an answer already given: what a short peek decides is
+        /// what the whole opening would have decided.
+        #[test]
+        fn an_answer_holds_whatever_follows(
+            take in 0usize..=24,
+            rest in proptest::collection::vec(any::<u8>(), 0..40),
+            cut in 0usize..64,
+        ) {
+            let mut bytes = H2_PREFACE[..take].to_vec();
+            bytes.extend_from_slice(&rest);
+            let cut = cut.min(bytes.len());
+            if let Some(early) = sniff(&bytes[..cut]) {
+                prop_assert_eq!(sniff(&bytes), Some(early));
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanKind, Status};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHAT: &str = "/v1/chat/completions";
 
@@ -540,6 +541,50 @@ async fn http2_cleartext_clients_are_served_on_the_same_port() {
 }
 
 #[tokio::test]
+async fn a_cleartext_client_whose_first_bytes_trickle_in_is_still_served() {
+    // "P" could begin HTTP/2's preface: the protocol is decided only once more bytes arrive.
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let proxy = Proxy::start(&upstream.url()).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let body = r#"{"model":"gpt-4o-mini","messages":[]}"#;
+    let rest = format!(
+        "OST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert_eq!(upstream.seen()[0].body, body.as_bytes());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_does_not_hold_up_the_drain() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
+    let proxy = Proxy::start(&upstream.url()).await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Served first, so the silent connection is surely accepted before the drain starts.
+    post_json(&proxy.url(CHAT), r#"{"model":"m","messages":[]}"#).await;
+    // The drain deadline (25 s by default) is well past LIMIT: only closing the silent
+    // connection at once lets the proxy stop within it.
+    assert!(proxy.stop().await, "the proxy stopped within {LIMIT:?}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(LIMIT, silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the silent connection was closed: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn azure_deployment_path_names_the_model_when_the_body_does_not() {
     let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_response.json"))).await;
     let proxy = Proxy::start_with(&upstream.url(), |c| {
@@ -762,11 +807,13 @@ async fn the_tls_listener_serves_http1_and_http2_and_picks_up_a_renewed_certific
     })
     .await;
 
+    // ALPN names the protocol; a client that offers none is told apart by its first bytes.
     for (alpn, version) in [
-        (b"http/1.1".as_slice(), http::Version::HTTP_11),
-        (b"h2".as_slice(), http::Version::HTTP_2),
+        (&[b"http/1.1".as_slice()][..], http::Version::HTTP_11),
+        (&[b"h2".as_slice()][..], http::Version::HTTP_2),
+        (&[][..], http::Version::HTTP_11),
     ] {
-        let (stream, leaf) = tls_connect(proxy.addr, &[alpn]).await;
+        let (stream, leaf) = tls_connect(proxy.addr, alpn).await;
         assert_eq!(leaf, pem_der("server.pem"));
         let io = hyper_util::rt::TokioIo::new(stream);
         // HTTP/2 names the authority in the request; HTTP/1 sends a path and a host header.
@@ -813,7 +860,7 @@ async fn the_tls_listener_serves_http1_and_http2_and_picks_up_a_renewed_certific
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(presented, renewed, "the renewed certificate is served");
-    assert_eq!(proxy.spans().await.len(), 2);
+    assert_eq!(proxy.spans().await.len(), 3);
     proxy.stop().await;
 }
 

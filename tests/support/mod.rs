@@ -398,11 +398,12 @@ impl Proxy {
         }
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the proxy and waits for its drain, up to LIMIT: whether it finished by then.
+    pub async fn stop(mut self) -> bool {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(LIMIT, &mut self.task).await;
+        tokio::time::timeout(LIMIT, &mut self.task).await.is_ok()
     }
 }
 
