@@ -226,7 +226,10 @@ async fn connection<I>(
 {
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        // Boxed per request: hyper keeps room for this future for the connection's whole life,
+        // held streams and idle keep-alive included, and unboxed it is 4 KiB.
+        let handling = Box::pin(async move { proxy.handle(req).await });
+        async move { Ok::<_, Infallible>(handling.await) }
     });
     let conn = builder.serve_connection(io, service).into_owned();
     if let Err(e) = watcher.watch(conn).await {
