@@ -190,8 +190,11 @@ pub fn set_worker(index: usize) {
 pub struct Proxy {
     router: Router,
     /// One pool per serving thread (see [`set_worker`]): a request's upstream connection is
-    /// driven by a task on the thread that serves the request.
-    pools: Box<[Pool<UpstreamBody>]>,
+    /// driven by a task on the thread that serves the request. Bodies go boxed: each upstream
+    /// connection's hyper channel allocates 32 request slots at once and keeps them for the
+    /// connection's life, and a boxed body makes each slot 72 bytes smaller (2.3 KiB a
+    /// connection, for one small allocation a request).
+    pools: Box<[Pool<Box<UpstreamBody>>]>,
     response_timeout: Duration,
     body_idle_timeout: Duration,
     max_body: usize,
@@ -449,7 +452,7 @@ impl Proxy {
 
     async fn send_request(&self, request: Request<UpstreamBody>) -> Sent {
         let pool = &self.pools[WORKER.get() % self.pools.len()];
-        tokio::time::timeout(self.response_timeout, pool.send(request)).await
+        tokio::time::timeout(self.response_timeout, pool.send(request.map(Box::new))).await
     }
 
     /// The client's response: the upstream's, tapped when observed (and with the traces of
