@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -53,17 +54,7 @@ pub async fn serve(
     slots: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        // Validated to be at least hyper's minimum of 8 KiB.
-        .max_buf_size(settings.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let builders = Arc::new(Builders::new(&settings));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     // Set when the drain starts, for connections still waiting for their first bytes (they
@@ -82,16 +73,17 @@ pub async fn serve(
                     // Subscribed now, so a shutdown that starts during a TLS handshake still
                     // reaches this connection.
                     let watcher = graceful.watcher();
-                    let (builder, proxy) = (builder.clone(), proxy.clone());
+                    let (builders, proxy) = (builders.clone(), proxy.clone());
                     let Some(acceptor) = acceptor.clone() else {
                         let mut drain_started = drain_started.clone();
                         connections.spawn(async move {
-                            let builder = tokio::select! {
-                                builder = cleartext_protocol(&stream, builder) => builder,
+                            let protocol = tokio::select! {
+                                protocol = cleartext_protocol(&stream) => protocol,
                                 // Nothing was read yet: closing loses no request.
                                 _ = drain_started.wait_for(|started| *started) => return,
                             };
-                            connection(builder, TokioIo::new(stream), proxy, watcher).await;
+                            let io = TokioIo::new(stream);
+                            connection(&builders, protocol, io, proxy, watcher).await;
                             drop(slot);
                         });
                         continue;
@@ -100,13 +92,14 @@ pub async fn serve(
                     connections.spawn(async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                let builder = match stream.get_ref().1.alpn_protocol() {
-                                    Some(b"h2") => builder.http2_only(),
-                                    Some(b"http/1.1") => builder.http1_only(),
+                                let protocol = match stream.get_ref().1.alpn_protocol() {
+                                    Some(b"h2") => Some(Protocol::Http2),
+                                    Some(b"http/1.1") => Some(Protocol::Http1),
                                     // No ALPN: told apart by the first bytes, as in cleartext.
-                                    _ => builder,
+                                    _ => None,
                                 };
-                                connection(builder, TokioIo::new(stream), proxy, watcher).await;
+                                let io = TokioIo::new(stream);
+                                connection(&builders, protocol, io, proxy, watcher).await;
                             }
                             Ok(Err(e)) => {
                                 Stats::incr(&proxy.stats().tls_handshake_failures);
@@ -192,32 +185,66 @@ enum Protocol {
     Http2,
 }
 
-/// `builder`, set to the protocol a cleartext connection's first bytes show, read with
-/// `MSG_PEEK` so they stay in the socket for hyper's first read.
+/// The protocol a cleartext connection's first bytes show, read with `MSG_PEEK` so they stay
+/// in the socket for hyper's first read.
 ///
-/// Left to choose by itself, the builder reads the first 24 bytes on their own and hands them
-/// back through a rewinding reader, so hyper's first read returns only those, and its next
-/// one, asking for 8 KiB more behind them, doubles the connection's read buffer to 16 KiB for
-/// the connection's life. It is still left to choose when the bytes cannot tell yet: a client
-/// that sends part of the HTTP/2 preface and waits, or one that closes at once.
-async fn cleartext_protocol(
-    stream: &tokio::net::TcpStream,
-    builder: auto::Builder<TokioExecutor>,
-) -> auto::Builder<TokioExecutor> {
+/// hyper-util's builder, left to choose by itself, reads the first 24 bytes on their own and
+/// hands them back through a rewinding reader, so hyper's first read returns only those, and
+/// its next one, asking for 8 KiB more behind them, doubles the connection's read buffer to
+/// 16 KiB for the connection's life. It is still left to choose when the bytes cannot tell
+/// yet: a client that sends part of the HTTP/2 preface and waits, or one that closes at once.
+async fn cleartext_protocol(stream: &tokio::net::TcpStream) -> Option<Protocol> {
     let mut first = [0u8; H2_PREFACE.len()];
-    match stream.peek(&mut first).await {
-        Ok(n) => match sniff(&first[..n]) {
-            Some(Protocol::Http1) => builder.http1_only(),
-            Some(Protocol::Http2) => builder.http2_only(),
-            None => builder,
-        },
-        Err(_) => builder,
+    let n = stream.peek(&mut first).await.ok()?;
+    sniff(&first[..n])
+}
+
+/// Applies the HTTP/1 settings to a builder of hyper's or of hyper-util's (the same methods,
+/// no shared trait), so the two cannot drift apart.
+macro_rules! http1_settings {
+    ($builder:expr, $settings:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($settings.header_read_timeout)
+            // Validated to be at least hyper's minimum of 8 KiB.
+            .max_buf_size($settings.max_header_bytes)
+    };
+}
+
+/// The per-connection protocol settings, shared by every connection of a listener.
+struct Builders {
+    /// Connections known to speak HTTP/1, nearly all of them. hyper's own builder: a
+    /// connection's task is sized for the largest protocol its future can hold, and hyper-util's
+    /// holds HTTP/2's state too, over twice HTTP/1's.
+    http1: http1::Builder,
+    /// Connections known to speak HTTP/2.
+    http2: auto::Builder<TokioExecutor>,
+    /// Connections whose first bytes could not tell yet: hyper-util reads them itself.
+    detect: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(settings: &ServerSettings) -> Builders {
+        let mut http1 = http1::Builder::new();
+        http1_settings!(http1, settings);
+        let mut detect = auto::Builder::new(TokioExecutor::new());
+        http1_settings!(detect.http1(), settings);
+        detect
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        Builders {
+            http1,
+            http2: detect.clone().http2_only(),
+            detect,
+        }
     }
 }
 
 /// Serves one connection's requests until it closes or a drain asks it to finish.
 async fn connection<I>(
-    builder: auto::Builder<TokioExecutor>,
+    builders: &Builders,
+    protocol: Option<Protocol>,
     io: I,
     proxy: Arc<Proxy>,
     watcher: Watcher,
@@ -231,8 +258,22 @@ async fn connection<I>(
         let handling = Box::pin(async move { proxy.handle(req).await });
         async move { Ok::<_, Infallible>(handling.await) }
     });
-    let conn = builder.serve_connection(io, service).into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
+        Some(Protocol::Http1) => watcher
+            .watch(builders.http1.serve_connection(io, service))
+            .await
+            .map_err(Into::into),
+        // Boxed, so HTTP/1 connections' tasks are not sized for these.
+        Some(Protocol::Http2) => {
+            let conn = builders.http2.serve_connection(io, service);
+            Box::pin(watcher.watch(conn)).await
+        }
+        None => {
+            let conn = builders.detect.serve_connection(io, service);
+            Box::pin(watcher.watch(conn)).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
