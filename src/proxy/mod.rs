@@ -446,13 +446,19 @@ impl Proxy {
         self.respond(sent, sent_at, Some(tap), false, client_version, &target)
     }
 
-    async fn send(&self, parts: http::request::Parts, body: UpstreamBody) -> Sent {
-        self.send_request(Request::from_parts(parts, body)).await
+    // Not `async`: each `async fn` layer keeps its own copy of the request it is handed, and
+    // the handler's future holds the deepest of them.
+    fn send(
+        &self,
+        parts: http::request::Parts,
+        body: UpstreamBody,
+    ) -> impl Future<Output = Sent> + '_ {
+        self.send_request(Request::from_parts(parts, body))
     }
 
-    async fn send_request(&self, request: Request<UpstreamBody>) -> Sent {
+    fn send_request(&self, request: Request<UpstreamBody>) -> impl Future<Output = Sent> + '_ {
         let pool = &self.pools[WORKER.get() % self.pools.len()];
-        tokio::time::timeout(self.response_timeout, pool.send(request.map(Box::new))).await
+        tokio::time::timeout(self.response_timeout, pool.send(request.map(Box::new)))
     }
 
     /// The client's response: the upstream's, tapped when observed (and with the traces of
