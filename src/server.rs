@@ -254,7 +254,7 @@ async fn connection<I>(
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         // Boxed per request: hyper keeps room for this future for the connection's whole life,
-        // held streams and idle keep-alive included, and unboxed it is 4 KiB.
+        // held streams and idle keep-alive included, and unboxed it is several KiB.
         let handling = Box::pin(async move { proxy.handle(req).await });
         async move { Ok::<_, Infallible>(handling.await) }
     });
