@@ -217,9 +217,8 @@ struct Builders {
     /// connection's task is sized for the largest protocol its future can hold, and hyper-util's
     /// holds HTTP/2's state too, over twice HTTP/1's.
     http1: http1::Builder,
-    /// Connections known to speak HTTP/2.
-    http2: auto::Builder<TokioExecutor>,
-    /// Connections whose first bytes could not tell yet: hyper-util reads them itself.
+    /// Every other connection: HTTP/2, and those whose first bytes could not tell yet.
+    /// hyper-util reads the first bytes itself (HTTP/2 keeps no HTTP/1 read buffer to double).
     detect: auto::Builder<TokioExecutor>,
 }
 
@@ -233,11 +232,7 @@ impl Builders {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-        Builders {
-            http1,
-            http2: detect.clone().http2_only(),
-            detect,
-        }
+        Builders { http1, detect }
     }
 }
 
@@ -264,11 +259,7 @@ async fn connection<I>(
             .await
             .map_err(Into::into),
         // Boxed, so HTTP/1 connections' tasks are not sized for these.
-        Some(Protocol::Http2) => {
-            let conn = builders.http2.serve_connection(io, service);
-            Box::pin(watcher.watch(conn)).await
-        }
-        None => {
+        Some(Protocol::Http2) | None => {
             let conn = builders.detect.serve_connection(io, service);
             Box::pin(watcher.watch(conn)).await
         }
