@@ -29,7 +29,7 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter,
 };
 
-use crate::config::{Config, ExporterKind, OtlpProtocol, SamplerKind, SemconvVersion};
+use crate::config::{Config, ExporterKind, OtlpConfig, OtlpProtocol, SamplerKind, SemconvVersion};
 use crate::exchange::{Exchange, TraceStart};
 use crate::stats::Stats;
 pub use pipeline::BatchSettings;
@@ -55,6 +55,8 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     spans: Vec<Pipeline<SpanData>>,
+    /// Destinations taking spans encoded as they are recorded (OTLP/HTTP).
+    encoded: Vec<Pipeline<wire::EncodedSpan>>,
     events: Vec<(events::Form, Pipeline<SdkLogRecord>)>,
     metrics: Option<metrics::Metrics>,
     sampler: Sampler,
@@ -76,6 +78,16 @@ fn scope() -> InstrumentationScope {
         .build()
 }
 
+/// Offers `item` to each of `pipelines`, cloned for all but the last.
+fn offer_to_all<T: Clone + Send + 'static>(pipelines: &[Pipeline<T>], item: T) {
+    if let Some((last, rest)) = pipelines.split_last() {
+        for p in rest {
+            p.offer(item.clone());
+        }
+        last.offer(item);
+    }
+}
+
 /// Assembles a [`Telemetry`] from exporters.
 pub struct TelemetryBuilder {
     content: span::ContentSettings,
@@ -86,6 +98,7 @@ pub struct TelemetryBuilder {
     settings: BatchSettings,
     stats: Arc<Stats>,
     spans: Vec<Pipeline<SpanData>>,
+    encoded: Vec<Pipeline<wire::EncodedSpan>>,
     events: Vec<(events::Form, Pipeline<SdkLogRecord>)>,
     destinations: Vec<String>,
 }
@@ -107,6 +120,24 @@ impl TelemetryBuilder {
         ));
         self.destinations.push(description.into());
         self
+    }
+
+    /// Adds an OTLP/HTTP span destination, taking spans encoded as they are recorded (see
+    /// [`wire::EncodedSpan`]) on a queue and export task of its own.
+    pub fn otlp_http_exporter(
+        mut self,
+        description: impl Into<String>,
+        cfg: &OtlpConfig,
+    ) -> Result<Self, TelemetryError> {
+        let exporter = otlp::HttpSpanExporter::new(cfg, &self.resource, &scope())?;
+        self.encoded.push(Pipeline::spawn(
+            "otlp",
+            exporter,
+            self.settings,
+            self.stats.clone(),
+        ));
+        self.destinations.push(description.into());
+        Ok(self)
     }
 
     /// Adds a destination for GenAI events (content captured as log records), with content in
@@ -170,6 +201,7 @@ impl TelemetryBuilder {
         Telemetry {
             inner: Arc::new(Inner {
                 spans: self.spans,
+                encoded: self.encoded,
                 events: self.events,
                 metrics,
                 sampler: self.sampler,
@@ -200,6 +232,7 @@ impl Telemetry {
             settings,
             stats,
             spans: Vec::new(),
+            encoded: Vec::new(),
             events: Vec::new(),
             destinations: Vec::new(),
         }
@@ -247,11 +280,9 @@ impl Telemetry {
                 ExporterKind::Otlp => {
                     let description = format!("OTLP {protocol} to {}", otlp.traces_url());
                     builder = match otlp.protocol {
-                        OtlpProtocol::HttpProtobuf => builder.exporter(
-                            "otlp",
-                            description,
-                            otlp::HttpSpanExporter::new(otlp)?,
-                        ),
+                        OtlpProtocol::HttpProtobuf => {
+                            builder.otlp_http_exporter(description, otlp)?
+                        }
                         OtlpProtocol::Grpc => {
                             builder.exporter("otlp", description, otlp::grpc_span_exporter(otlp)?)
                         }
@@ -399,7 +430,9 @@ impl Telemetry {
             .inner
             .spans
             .iter()
-            .map(|p| (p.name(), "spans", p.depth()));
+            .map(|p| (p.name(), p.depth()))
+            .chain(self.inner.encoded.iter().map(|p| (p.name(), p.depth())))
+            .map(|(name, depth)| (name, "spans", depth));
         let events = self
             .inner
             .events
@@ -418,7 +451,8 @@ impl Telemetry {
         if !exchange.trace.sampled {
             Stats::incr(&inner.stats.spans_sampled_out);
         }
-        let wants_span = exchange.trace.sampled && !inner.spans.is_empty();
+        let wants_span =
+            exchange.trace.sampled && !(inner.spans.is_empty() && inner.encoded.is_empty());
         let wants_event =
             inner.content.on_event && exchange.content.is_some() && !inner.events.is_empty();
         if !wants_span && !wants_event {
@@ -449,18 +483,22 @@ impl Telemetry {
                 pipeline.offer(record);
             }
         }
-        if wants_span && let Some((last, rest)) = inner.spans.split_last() {
+        if wants_span {
             let data = span::build(&exchange, attributes, &inner.scope, inner.content);
-            for p in rest {
-                p.offer(data.clone());
+            if !inner.encoded.is_empty() {
+                offer_to_all(&inner.encoded, wire::EncodedSpan::new(&data));
             }
-            last.offer(data);
+            // Without such destinations the span is dropped here, on the thread that built it.
+            offer_to_all(&inner.spans, data);
         }
     }
 
     /// Exports everything recorded so far.
     pub async fn flush(&self) {
         for p in &self.inner.spans {
+            p.flush().await;
+        }
+        for p in &self.inner.encoded {
             p.flush().await;
         }
         for (_, p) in &self.inner.events {
@@ -475,6 +513,9 @@ impl Telemetry {
     pub async fn shutdown(&self, deadline: Duration) {
         let all = async {
             for p in &self.inner.spans {
+                p.shutdown().await;
+            }
+            for p in &self.inner.encoded {
                 p.shutdown().await;
             }
             for (_, p) in &self.inner.events {

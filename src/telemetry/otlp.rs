@@ -6,6 +6,7 @@
 //! uses: ours, running on the Tokio runtime the export task runs on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,12 +14,13 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
+use opentelemetry::InstrumentationScope;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use super::pipeline::{Counters, Destination, SPAN_COUNTERS};
 use super::{TelemetryError, wire};
 use crate::client::{self, Connector};
 use crate::config::{OtlpConfig, OtlpProtocol};
@@ -121,9 +123,10 @@ pub fn grpc_span_exporter(
     built(grpc_setup(builder, cfg, cfg.traces_url())?.build())
 }
 
-/// OTLP/HTTP protobuf span export, each batch encoded in one pass by [`wire`] rather than
-/// through the SDK's owned protobuf structs. Sends, times out and reads partial success as the
-/// SDK's HTTP exporter does (no retries: a failed batch is counted and logged by the pipeline).
+/// OTLP/HTTP protobuf span export of spans encoded as they were recorded
+/// ([`wire::EncodedSpan`]): a batch is their bytes behind the resource and scope, not the
+/// SDK's owned protobuf structs. Sends, times out and reads partial success as the SDK's HTTP
+/// exporter does (no retries: a failed batch is counted and logged by the pipeline).
 #[derive(Debug)]
 pub struct HttpSpanExporter {
     client: HttpExportClient,
@@ -131,11 +134,16 @@ pub struct HttpSpanExporter {
     headers: http::HeaderMap,
     timeout: Duration,
     resource: wire::EncodedResource,
+    scope: wire::EncodedScope,
     rejections: LogLimiter,
 }
 
 impl HttpSpanExporter {
-    pub fn new(cfg: &OtlpConfig) -> Result<Self, TelemetryError> {
+    pub fn new(
+        cfg: &OtlpConfig,
+        resource: &Resource,
+        scope: &InstrumentationScope,
+    ) -> Result<Self, TelemetryError> {
         let url = cfg.traces_url();
         let endpoint = url
             .parse()
@@ -145,7 +153,8 @@ impl HttpSpanExporter {
             endpoint,
             headers: header_map(&cfg.headers)?,
             timeout: cfg.timeout.0,
-            resource: wire::EncodedResource::default(),
+            resource: wire::EncodedResource::new(resource),
+            scope: wire::EncodedScope::new(scope),
             rejections: LogLimiter::new(Duration::from_secs(30)),
         })
     }
@@ -172,11 +181,9 @@ impl HttpSpanExporter {
             );
         }
     }
-}
 
-impl SpanExporter for HttpSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = wire::export_trace_request(&self.resource, &batch);
+    async fn send(&self, batch: Vec<wire::EncodedSpan>) -> OTelSdkResult {
+        let body = wire::export_trace_request(&self.resource, &self.scope, &batch);
         drop(batch);
         let mut request = Request::new(Bytes::from(body));
         *request.method_mut() = http::Method::POST;
@@ -202,9 +209,16 @@ impl SpanExporter for HttpSpanExporter {
         self.partial_success(response.body());
         Ok(())
     }
+}
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = wire::EncodedResource::new(resource);
+impl Destination for HttpSpanExporter {
+    type Item = wire::EncodedSpan;
+    const COUNTERS: Counters = SPAN_COUNTERS;
+    fn export(&self, batch: Vec<wire::EncodedSpan>) -> impl Future<Output = OTelSdkResult> + Send {
+        self.send(batch)
+    }
+    fn shutdown(&self) -> OTelSdkResult {
+        Ok(())
     }
 }
 

@@ -48,6 +48,14 @@ pub struct Counters {
     pub failed: fn(&Stats) -> &AtomicU64,
 }
 
+/// What spans count under, whichever form they are exported in.
+pub const SPAN_COUNTERS: Counters = Counters {
+    queued: |s| &s.spans_queued,
+    dropped: |s| &s.spans_dropped,
+    exported: |s| &s.spans_exported,
+    failed: |s| &s.spans_failed,
+};
+
 /// Spans to a [`SpanExporter`].
 #[derive(Debug)]
 pub struct Spans<E>(E);
@@ -61,12 +69,7 @@ impl<E: SpanExporter + 'static> Spans<E> {
 
 impl<E: SpanExporter + 'static> Destination for Spans<E> {
     type Item = SpanData;
-    const COUNTERS: Counters = Counters {
-        queued: |s| &s.spans_queued,
-        dropped: |s| &s.spans_dropped,
-        exported: |s| &s.spans_exported,
-        failed: |s| &s.spans_failed,
-    };
+    const COUNTERS: Counters = SPAN_COUNTERS;
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
         self.0.export(batch)
     }
