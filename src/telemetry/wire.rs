@@ -117,10 +117,63 @@ impl Writer {
 
     /// `KeyValue { key = 1; value = 2 }`.
     fn key_value(&mut self, field: u32, key: &str, value: &Value) {
+        if !self.small_key_value(field, key.as_bytes(), value) {
+            self.nested_key_value(field, key, value);
+        }
+    }
+
+    /// [`Writer::key_value`] for any key and value, each length set aside and filled in.
+    fn nested_key_value(&mut self, field: u32, key: &str, value: &Value) {
         self.message(field, |w| {
             w.string(1, key);
             w.message(2, |w| w.any_value(value));
         });
+    }
+
+    /// The same bytes as [`Writer::key_value`]'s general path for a named scalar or string
+    /// whose every length fits one byte (nearly every attribute a span has), written in one
+    /// reserve: the lengths are known before anything is written. False, writing nothing,
+    /// for anything else.
+    fn small_key_value(&mut self, field: u32, key: &[u8], value: &Value) -> bool {
+        let mut scalar = [0u8; 10];
+        // AnyValue's one field: its tag, whether it is length-delimited, its bytes.
+        let (tag, delimited, body): (u8, bool, &[u8]) = match value {
+            Value::String(s) => (1 << 3 | LEN, true, s.as_str().as_bytes()),
+            Value::Bool(b) => {
+                scalar[0] = u8::from(*b);
+                (2 << 3 | VARINT, false, &scalar[..1])
+            }
+            Value::I64(i) => {
+                let n = varint_bytes(*i as u64, &mut scalar);
+                (3 << 3 | VARINT, false, &scalar[..n])
+            }
+            Value::F64(f) => {
+                scalar[..8].copy_from_slice(&f.to_bits().to_le_bytes());
+                (4 << 3 | FIXED64, false, &scalar[..8])
+            }
+            _ => return false,
+        };
+        let any = 1 + usize::from(delimited) + body.len();
+        let kv = 2 + key.len() + 2 + any;
+        // The general path leaves an empty key out; so does this one, by not taking it.
+        if field >= 16 || key.is_empty() || key.len() >= 0x80 || body.len() >= 0x80 || kv >= 0x80 {
+            return false;
+        }
+        let b = &mut self.buf;
+        b.reserve(2 + kv);
+        b.extend_from_slice(&[
+            (field << 3) as u8 | LEN,
+            kv as u8,
+            1 << 3 | LEN,
+            key.len() as u8,
+        ]);
+        b.extend_from_slice(key);
+        b.extend_from_slice(&[2 << 3 | LEN, any as u8, tag]);
+        if delimited {
+            b.push(body.len() as u8);
+        }
+        b.extend_from_slice(body);
+        true
     }
 
     fn attributes<'a>(&mut self, field: u32, attributes: impl IntoIterator<Item = &'a KeyValue>) {
@@ -499,6 +552,40 @@ mod tests {
                 instrumentation_scope: scope(),
             }
         }
+    }
+
+    proptest! {
+        /// The one-reserve path writes exactly what the general one does, or nothing.
+        #[test]
+        fn small_key_values_are_the_general_paths_bytes(
+            key in "[a-z_.]{0,130}",
+            value in value(),
+            field in 1u32..20,
+        ) {
+            let mut general = Writer { buf: Vec::new() };
+            general.nested_key_value(field, &key, &value);
+            let mut small = Writer { buf: vec![7] };
+            if small.small_key_value(field, key.as_bytes(), &value) {
+                prop_assert_eq!(&small.buf[1..], &general.buf[..]);
+            } else {
+                prop_assert_eq!(small.buf, vec![7]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_typical_attribute_takes_the_small_path() {
+        let mut w = Writer { buf: Vec::new() };
+        for value in [
+            Value::from("openai"),
+            Value::I64(1234),
+            Value::Bool(true),
+            Value::F64(0.5),
+        ] {
+            assert!(w.small_key_value(9, b"gen_ai.provider.name", &value));
+        }
+        assert!(!w.small_key_value(9, b"", &Value::from("openai")));
+        assert!(!w.small_key_value(9, b"k", &Value::from("x".repeat(128))));
     }
 
     proptest! {
