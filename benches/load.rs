@@ -741,7 +741,7 @@ fn main() {
         );
     }
     println!(
-        "\ntelemetry: the OTLP receiver decoded {exported} spans for the {tap_requests} requests wrk \
+        "\ntelemetry: the OTLP receiver counted {exported} spans for the {tap_requests} requests wrk \
          completed through genai-tap (connections wrk cut at the end of a run add cancelled ones)"
     );
     let _ = std::fs::remove_dir_all(&dir);
