@@ -365,11 +365,19 @@ pub struct EncodedSpan(Vec<u8>);
 impl EncodedSpan {
     pub fn new(span: &SpanData) -> Self {
         let mut w = Writer {
-            buf: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(Self::TYPICAL),
         };
         w.message(2, |w| w.span(span));
+        // A span that outgrew the first guess (captured content) can hold up to twice its
+        // size after doubling; it waits in the export queue, so it gives that back.
+        if w.buf.capacity() > Self::TYPICAL {
+            w.buf.shrink_to_fit();
+        }
         EncodedSpan(w.buf)
     }
+
+    /// A chat span without content takes about 550–900 bytes.
+    const TYPICAL: usize = 1024;
 
     pub fn len(&self) -> usize {
         self.0.len()
