@@ -336,7 +336,7 @@ impl EncodedResource {
 
 /// The part of every request that depends only on the instrumentation scope, encoded once:
 /// every span the proxy records has the same scope.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EncodedScope {
     /// `InstrumentationScope`'s body.
     body: Vec<u8>,
@@ -358,7 +358,8 @@ impl EncodedScope {
 /// included, so a batch is the spans' bytes one after another. The span's own allocations
 /// are freed by the thread that made them (glibc's per-thread cache takes them back; freed on
 /// the export thread, each went through the arena's slow path on both sides), and the export
-/// thread only copies bytes instead of encoding a batch in one burst.
+/// thread only copies bytes instead of encoding a batch in one burst. The span's own
+/// `instrumentation_scope` is not encoded: the batch's [`EncodedScope`] stands for it.
 #[derive(Debug, Clone)]
 pub struct EncodedSpan(Vec<u8>);
 
