@@ -6,7 +6,6 @@
 //! uses: ours, running on the Tokio runtime the export task runs on.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -181,8 +180,12 @@ impl HttpSpanExporter {
             );
         }
     }
+}
 
-    async fn send(&self, batch: Vec<wire::EncodedSpan>) -> OTelSdkResult {
+impl Destination for HttpSpanExporter {
+    type Item = wire::EncodedSpan;
+    const COUNTERS: Counters = SPAN_COUNTERS;
+    async fn export(&self, batch: Vec<wire::EncodedSpan>) -> OTelSdkResult {
         let body = wire::export_trace_request(&self.resource, &self.scope, &batch);
         drop(batch);
         let mut request = Request::new(Bytes::from(body));
@@ -208,14 +211,6 @@ impl HttpSpanExporter {
         }
         self.partial_success(response.body());
         Ok(())
-    }
-}
-
-impl Destination for HttpSpanExporter {
-    type Item = wire::EncodedSpan;
-    const COUNTERS: Counters = SPAN_COUNTERS;
-    fn export(&self, batch: Vec<wire::EncodedSpan>) -> impl Future<Output = OTelSdkResult> + Send {
-        self.send(batch)
     }
     fn shutdown(&self) -> OTelSdkResult {
         Ok(())
