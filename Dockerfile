@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# genai-tap as a container: a static (musl) binary in a distroless image with CA certificates,
-# no shell, running as a non-root user.
+# genai-tap as a container: a static (musl, jemalloc) binary in a distroless image with CA
+# certificates, no shell, running as a non-root user.
 #
 #   docker build -t genai-tap .                                    # this machine's architecture
 #   docker buildx build --platform linux/amd64,linux/arm64 -t genai-tap .
@@ -15,10 +15,13 @@ ARG RUST_VERSION=1.95
 FROM --platform=$BUILDPLATFORM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 ARG TARGETARCH
 ARG ARCH=${TARGETARCH}
-# Debian's toolchains for ring's C code: musl-gcc natively, the aarch64 cross compiler.
+# Debian's toolchains for the C code (ring, jemalloc): musl-gcc natively; for aarch64 the
+# cross compiler with musl's arm64 headers; make for jemalloc's build.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+RUN dpkg --add-architecture arm64 \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends make musl-tools gcc-aarch64-linux-gnu \
+       libc6-dev-arm64-cross musl-dev:arm64 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
