@@ -13,6 +13,8 @@
 //!
 //! Settings (environment): LOADBENCH_SECS per wrk run (default 5), LOADBENCH_CONCURRENCY
 //! (default "1,16,128"), LOADBENCH_STREAMS streams per target (default 200),
+//! LOADBENCH_FIRST_TOKEN_MS the upstream's pause before a stream's first chunk in the second
+//! stream set, as a model takes to its first token (default 20; the first set has none),
 //! LOADBENCH_OPEN_STREAMS held open for the memory figure (default 1000), GENAI_TAP_BIN (the
 //! binary to measure; default this build's).
 
@@ -60,7 +62,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 // ---------------------------------------------------------------------------------------------
 // The mock upstream: a fixed chat completion, or a stream (`?mode=timed` paces chunks and
-// stamps each with its send time; `?mode=hold` sends one chunk and then holds the stream open).
+// stamps each with its send time, `&first=<ms>` pausing before the first as a model does;
+// `?mode=hold` sends one chunk and then holds the stream open).
 
 /// Nanoseconds since the bench started: the clock upstream stamps and client readings share.
 fn now_ns(epoch: Instant) -> u64 {
@@ -84,14 +87,19 @@ async fn mock_answer(req: Request<Incoming>, epoch: Instant) -> MockResponse {
         );
         r
     };
-    match mode.as_str() {
+    let (mode, first_token) = match mode.split_once("&first=") {
+        Some((mode, ms)) => (mode, Duration::from_millis(ms.parse().unwrap_or(0))),
+        None => (mode.as_str(), Duration::ZERO),
+    };
+    match mode {
         "mode=timed" => {
             let (tx, rx) = mpsc::channel(CHUNKS + 2);
             let response = stream(rx);
             tokio::spawn(async move {
                 for i in 0..CHUNKS {
-                    if i > 0 {
-                        tokio::time::sleep(CHUNK_INTERVAL).await;
+                    let pause = if i == 0 { first_token } else { CHUNK_INTERVAL };
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
                     }
                     if tx.send(chunk(i, now_ns(epoch))).await.is_err() {
                         return;
@@ -458,7 +466,13 @@ fn stamps(data: &[u8]) -> Vec<u64> {
     out
 }
 
-async fn streams(addr: SocketAddr, count: usize, epoch: Instant) -> StreamFigures {
+/// `count` timed streams, 4 at a time; the upstream waits `first_token` before the first chunk.
+async fn streams(
+    addr: SocketAddr,
+    count: usize,
+    epoch: Instant,
+    first_token: Duration,
+) -> StreamFigures {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let body = REQUEST.replace("\"max_tokens\":64", "\"max_tokens\":64,\"stream\":true");
     let mut tasks = Vec::new();
@@ -469,10 +483,13 @@ async fn streams(addr: SocketAddr, count: usize, epoch: Instant) -> StreamFigure
         tasks.push(tokio::spawn(async move {
             let mut figures = StreamFigures::default();
             for _ in (w..count).step_by(workers) {
-                let request = Request::post(format!("http://{addr}{CHAT}?mode=timed"))
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.clone())))
-                    .expect("a request");
+                let request = Request::post(format!(
+                    "http://{addr}{CHAT}?mode=timed&first={}",
+                    first_token.as_millis()
+                ))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.clone())))
+                .expect("a request");
                 let sent = Instant::now();
                 let Ok(response) = client.request(request).await else {
                     continue;
@@ -566,6 +583,7 @@ fn main() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let stream_count: usize = env_or("LOADBENCH_STREAMS", 200);
+    let first_token = Duration::from_millis(env_or("LOADBENCH_FIRST_TOKEN_MS", 20));
     let open_streams: usize = env_or("LOADBENCH_OPEN_STREAMS", 1000);
     if find("wrk").is_none() {
         eprintln!(
@@ -678,37 +696,46 @@ fn main() {
         "\n## Streams ({stream_count} per target, {CHUNKS} chunks {} ms apart, 4 at a time)\n",
         CHUNK_INTERVAL.as_millis()
     );
-    println!("| target | TTFB p50 µs | TTFB p99 µs | chunk delay p50 µs | chunk delay p99 µs |");
-    println!("|---|---|---|---|---|");
-    let mut floor = None;
+    println!(
+        "The first chunk comes at once (the hop's own cost), then after {} ms (a model's first \
+         token, at the fast end: what a user waits for).\n",
+        first_token.as_millis()
+    );
+    println!(
+        "| target | TTFB p50 µs | TTFB p99 µs | chunk delay p50 µs | chunk delay p99 µs | TTFB p50 µs, first token at {0} ms | TTFB p99 µs, at {0} ms |",
+        first_token.as_millis()
+    );
+    println!("|---|---|---|---|---|---|---|");
     let mut stream_rows = Vec::new();
     for (name, addr, _) in &targets {
-        let mut f = runtime.block_on(streams(*addr, stream_count, epoch));
-        let row = (
+        let mut f = runtime.block_on(streams(*addr, stream_count, epoch, Duration::ZERO));
+        let mut m = runtime.block_on(streams(*addr, stream_count, epoch, first_token));
+        let row = [
             percentile(&mut f.ttfb_us, 50.0),
             percentile(&mut f.ttfb_us, 99.0),
             percentile(&mut f.chunk_delay_us, 50.0),
             percentile(&mut f.chunk_delay_us, 99.0),
-        );
+            percentile(&mut m.ttfb_us, 50.0),
+            percentile(&mut m.ttfb_us, 99.0),
+        ];
         println!(
-            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} |",
-            row.0, row.1, row.2, row.3
+            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            row[0], row[1], row[2], row[3], row[4], row[5]
         );
-        if *name == "direct" {
-            floor = Some(row);
-        }
         stream_rows.push((*name, row));
     }
-    if let Some(floor) = floor {
-        for (name, row) in &stream_rows {
-            if *name != "direct" {
-                println!(
-                    "\n{name}: TTFB p50 ratio {:.3} vs direct; added per-chunk delay p50 {:.1} µs, p99 {:.1} µs",
-                    row.0 / floor.0,
-                    row.2 - floor.2,
-                    row.3 - floor.3
-                );
-            }
+    if let Some((_, floor)) = stream_rows.iter().find(|(n, _)| *n == "direct") {
+        for (name, row) in stream_rows.iter().filter(|(n, _)| *n != "direct") {
+            println!(
+                "\n{name}: TTFB p50 ratio {:.3} vs direct ({:.4} with the first token at {} ms: \
+                 {:.0} µs added); added per-chunk delay p50 {:.1} µs, p99 {:.1} µs",
+                row[0] / floor[0],
+                row[4] / floor[4],
+                first_token.as_millis(),
+                row[4] - floor[4],
+                row[2] - floor[2],
+                row[3] - floor[3]
+            );
         }
     }
 
