@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::LIMIT;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_genai-tap");
+/// The binary under test: `GENAI_TAP_BIN` (e.g. the static binary the image ships, built by
+/// `.ci/build-static`), or this profile's build.
+pub fn bin() -> String {
+    std::env::var("GENAI_TAP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_genai-tap").to_owned())
+}
 
 /// The binary with a clean environment: only what the test passes.
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_clear()
         .envs(env.iter().copied())
