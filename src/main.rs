@@ -18,7 +18,7 @@ use genai_tap::telemetry::Telemetry;
 /// (about 0.8 `mmap` and 0.8 `munmap` per request at one connection), and rounds such a buffer
 /// up to a 9,344-byte class; jemalloc has an 8 KiB class and caches per thread. Measured
 /// against musl's (benches/RESULTS.md, "What was tried"): 9 % fewer instructions per chat
-/// request, 29 instead of 41 KiB per open stream, 0.7 MiB more idle RSS. glibc builds keep
+/// request, 29 instead of 41 KiB per open stream, 0.5 MiB more idle RSS. glibc builds keep
 /// glibc's allocator, which has neither problem.
 #[cfg(target_env = "musl")]
 #[global_allocator]
