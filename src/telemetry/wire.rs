@@ -101,18 +101,32 @@ impl Writer {
     /// written: one byte is set aside, and the body moved up in the rare case that the
     /// length needs more.
     fn message(&mut self, field: u32, body: impl FnOnce(&mut Writer)) {
+        self.message_sized(field, 1, body);
+    }
+
+    /// [`Writer::message`] with `set_aside` bytes kept for the length: as many as it usually
+    /// takes, so that the body is moved (down or up) only when it does not. A span is nearly
+    /// always 128 bytes to 16 KiB, a two-byte length; with one byte set aside, every span's
+    /// body was moved up by one.
+    fn message_sized(&mut self, field: u32, set_aside: usize, body: impl FnOnce(&mut Writer)) {
         self.tag(field, LEN);
         let at = self.buf.len();
-        self.buf.push(0);
+        self.buf.resize(at + set_aside, 0);
         body(self);
-        let len = self.buf.len() - at - 1;
-        if len < 0x80 {
-            self.buf[at] = len as u8;
-            return;
-        }
+        let len = self.buf.len() - at - set_aside;
         let mut prefix = [0u8; 10];
         let n = varint_bytes(len as u64, &mut prefix);
-        self.buf.splice(at..at + 1, prefix[..n].iter().copied());
+        if n > set_aside {
+            self.buf
+                .splice(at..at + set_aside, prefix[..n].iter().copied());
+            return;
+        }
+        if n < set_aside {
+            let end = self.buf.len();
+            self.buf.copy_within(at + set_aside..end, at + n);
+            self.buf.truncate(end - (set_aside - n));
+        }
+        self.buf[at..at + n].copy_from_slice(&prefix[..n]);
     }
 
     /// `KeyValue { key = 1; value = 2 }`.
@@ -368,7 +382,7 @@ impl EncodedSpan {
         let mut w = Writer {
             buf: Vec::with_capacity(Self::TYPICAL),
         };
-        w.message(2, |w| w.span(span));
+        w.message_sized(2, 2, |w| w.span(span));
         // A span that outgrew the first guess (captured content) can hold up to twice its
         // size after doubling; it waits in the export queue, so it gives that back.
         if w.buf.capacity() > Self::TYPICAL {
@@ -579,6 +593,19 @@ mod tests {
             } else {
                 prop_assert_eq!(small.buf, vec![7]);
             }
+        }
+    }
+
+    #[test]
+    fn a_length_set_aside_too_long_or_too_short_still_gives_the_minimal_prefix() {
+        // One-, two- and three-byte lengths, each against two bytes set aside.
+        for len in [0, 5, 127, 128, 300, 16_383, 16_384, 20_000] {
+            let body = vec![0xab; len];
+            let mut plain = Writer { buf: vec![7] };
+            plain.message(2, |w| w.buf.extend_from_slice(&body));
+            let mut sized = Writer { buf: vec![7] };
+            sized.message_sized(2, 2, |w| w.buf.extend_from_slice(&body));
+            assert_eq!(sized.buf, plain.buf, "body of {len} bytes");
         }
     }
 
