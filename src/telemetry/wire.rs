@@ -61,9 +61,14 @@ impl Writer {
     /// A length-delimited field, written even when empty (proto3 omits empty scalars; callers
     /// that mean a scalar use [`Writer::string`] or [`Writer::bytes`]).
     fn raw(&mut self, field: u32, bytes: &[u8]) {
-        self.tag(field, LEN);
-        self.varint(bytes.len() as u64);
+        self.length(field, bytes.len());
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The tag and length of a length-delimited field whose `len` bytes the caller writes next.
+    fn length(&mut self, field: u32, len: usize) {
+        self.tag(field, LEN);
+        self.varint(len as u64);
     }
 
     fn bytes(&mut self, field: u32, bytes: &[u8]) {
@@ -404,35 +409,59 @@ impl EncodedSpan {
 }
 
 /// `ExportTraceServiceRequest` for `spans`, all of one scope: one `ResourceSpans` with one
-/// `ScopeSpans` (none for an empty batch, as the SDK sends it).
+/// `ScopeSpans` (none for an empty batch, as the SDK sends it). Every part's size is known
+/// beforehand, so each length is written before its body: with [`Writer::message`]'s one
+/// byte set aside, the whole batch was moved up twice (musl's backward `memmove` copies byte
+/// by byte: about 1.4k instructions per span of the batch).
 pub fn export_trace_request(
     resource: &EncodedResource,
     scope: &EncodedScope,
     spans: &[EncodedSpan],
 ) -> Vec<u8> {
     let bytes: usize = spans.iter().map(EncodedSpan::len).sum();
-    let mut w = Writer {
-        buf: Vec::with_capacity(
-            bytes + resource.attributes.len() + scope.body.len() + resource.schema_url.len() + 64,
-        ),
-    };
+    // ScopeSpans { scope = 1; spans = 2; schema_url = 3 }
+    let scope_spans = (!spans.is_empty())
+        .then(|| delimited_len(1, scope.body.len()) + bytes + string_len(3, &scope.schema_url));
+    // ResourceSpans { resource = 1; scope_spans = 2; schema_url = 3 }
+    let resource_spans = delimited_len(1, resource.attributes.len())
+        + scope_spans.map_or(0, |n| delimited_len(2, n))
+        + string_len(3, &resource.schema_url);
     // ExportTraceServiceRequest { resource_spans = 1 }
-    w.message(1, |w| {
-        // ResourceSpans { resource = 1; scope_spans = 2; schema_url = 3 }
-        w.raw(1, &resource.attributes);
-        if !spans.is_empty() {
-            // ScopeSpans { scope = 1; spans = 2; schema_url = 3 }
-            w.message(2, |w| {
-                w.raw(1, &scope.body);
-                for span in spans {
-                    w.buf.extend_from_slice(&span.0);
-                }
-                w.string(3, &scope.schema_url);
-            });
+    let total = delimited_len(1, resource_spans);
+    let mut w = Writer {
+        buf: Vec::with_capacity(total),
+    };
+    w.length(1, resource_spans);
+    w.raw(1, &resource.attributes);
+    if let Some(n) = scope_spans {
+        w.length(2, n);
+        w.raw(1, &scope.body);
+        for span in spans {
+            w.buf.extend_from_slice(&span.0);
         }
-        w.string(3, &resource.schema_url);
-    });
+        w.string(3, &scope.schema_url);
+    }
+    w.string(3, &resource.schema_url);
+    debug_assert_eq!(w.buf.len(), total);
     w.buf
+}
+
+fn varint_len(v: u64) -> usize {
+    varint_bytes(v, &mut [0; 10])
+}
+
+/// What a length-delimited field of `len` bytes takes, its tag and length included.
+fn delimited_len(field: u32, len: usize) -> usize {
+    varint_len(u64::from(field << 3 | u32::from(LEN))) + varint_len(len as u64) + len
+}
+
+/// [`delimited_len`] for a field [`Writer::string`] leaves out when empty.
+fn string_len(field: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        delimited_len(field, s.len())
+    }
 }
 
 #[cfg(test)]
