@@ -578,7 +578,10 @@ impl Observer {
 }
 
 async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
-    let mut assembly = Assembly::new(start, inner.limits, inner.privacy.clone());
+    // Boxed, so the task's future holds a pointer rather than the assembly itself: tokio
+    // moves a future whole (into its task cell on spawn, and each change of the cell's stage
+    // rewrites it at full size), about 1.5 KB six times per exchange.
+    let mut assembly = Box::new(Assembly::new(start, inner.limits, inner.privacy.clone()));
     while let Some(batch) = rx.recv().await {
         let applied = catch_unwind(AssertUnwindSafe(|| {
             for event in batch {
