@@ -24,6 +24,20 @@ use genai_tap::telemetry::Telemetry;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The `slab_sizes` option of `MALLOC_CONF` below, where jemalloc's page is 4 KiB.
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+macro_rules! slab_sizes {
+    () => {
+        ",slab_sizes:8192-8192:8"
+    };
+}
+#[cfg(all(target_env = "musl", not(target_arch = "x86_64")))]
+macro_rules! slab_sizes {
+    () => {
+        ""
+    };
+}
+
 /// jemalloc's built-in options (`_RJEM_MALLOC_CONF` in the environment still overrides them).
 /// - `narenas:1`: one arena rather than one per thread (up to four per core). A sidecar serves
 ///   on one thread, and each arena's first metadata block is a 2 MiB mapping, a huge page of
@@ -41,13 +55,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Together: the allocator's instructions per chat request 6.5k → 4.1k (callgrind under wrk,
 /// 16 connections, benches/RESULTS.md "What was tried"); RSS after traffic and per open
 /// stream unchanged.
-#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+#[cfg(target_env = "musl")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 =
-    &b"narenas:1,thp:never,tcache_gc_incr_bytes:1048576,slab_sizes:8192-8192:8\0"[0];
-#[cfg(all(target_env = "musl", not(target_arch = "x86_64")))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 = &b"narenas:1,thp:never,tcache_gc_incr_bytes:1048576\0"[0];
+static MALLOC_CONF: &u8 = &concat!(
+    "narenas:1,thp:never,tcache_gc_incr_bytes:1048576",
+    slab_sizes!(),
+    "\0"
+)
+.as_bytes()[0];
 
 #[derive(Parser)]
 #[command(
