@@ -64,6 +64,10 @@ static MALLOC_CONF: &u8 = &concat!(
 )
 .as_bytes()[0];
 
+/// musl's x86_64 `memcpy` and `memmove` replaced, in the static binary only (see the module).
+#[cfg(all(target_arch = "x86_64", any(test, target_env = "musl")))]
+mod memcopy;
+
 #[derive(Parser)]
 #[command(
     name = "genai-tap",
