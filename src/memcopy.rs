@@ -14,8 +14,9 @@
 //! ends of the source, then as many stores: all loads come before any store, so the ranges may
 //! overlap. Longer copies go in 64-byte blocks, forward or backward as the overlap requires,
 //! their stores aligned; the bytes the blocks miss at the ends are loaded first and stored
-//! last. No string instruction is used: `rep movsb` and `rep movsq` are slow on unaligned data
-//! on AMD (about 3 bytes a nanosecond here, against 40 for the loop).
+//! last. No string instruction is used, for long copies either: on 1.5–32 KiB here `rep movsb`
+//! on unaligned data ran at about 3 bytes a nanosecond and musl's aligned `rep movsq` at 11–23,
+//! the loop at 30–50.
 //!
 //! Defining `memmove` as well keeps musl's `memcpy` out of the link altogether: its object also
 //! defines `__memcpy_fwd`, which only musl's `memmove` calls.
