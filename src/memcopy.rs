@@ -3,14 +3,14 @@
 //! musl's x86_64 `memcpy` copies with string instructions: `movsb` one byte at a time until
 //! the destination is aligned, `rep movsq` for the words, `movsb` again for the tail. Each of
 //! those is microcoded, with a start-up cost that dominates the short copies a proxy makes
-//! (moved futures, header names and values, protobuf fields: about 170 a chat request, most
-//! under 128 bytes). On this project's machines (AMD EPYC under KVM) a copy of 5 to 130 bytes
+//! (moved futures, header names and values, protobuf fields: about 170 a chat request, three
+//! in four of 256 bytes or less). On this project's machines (AMD EPYC under KVM) a copy of 5 to 130 bytes
 //! took 30–40 ns through musl's and 3–5 ns through glibc's, and `memcpy` was the hottest
 //! function of the static binary's user time (benches/RESULTS.md, "What was tried"). Its
 //! `memmove` copies backward with `std; rep movsq`, slower still. glibc builds keep glibc's,
 //! which are vectorised; aarch64's musl has an optimised assembly `memcpy` of its own.
 //!
-//! Here every length up to 128 bytes is one to eight 16-byte (or smaller) loads from the two
+//! Here every length up to 256 bytes is one to sixteen 16-byte (or smaller) loads from the two
 //! ends of the source, then as many stores: all loads come before any store, so the ranges may
 //! overlap. Longer copies go in 64-byte blocks, forward or backward as the overlap requires,
 //! their stores aligned; the bytes the blocks miss at the ends are loaded first and stored
@@ -121,6 +121,16 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
                 store_block(dst, head);
                 store_block(dst.add(n - 64), tail);
             }
+            // The commonest long copies (moved futures and messages): straight-line, no loop
+            // exit to mispredict. Sixteen loads, which x86_64's sixteen SSE registers hold.
+            129..=256 => {
+                let (a, b) = (load_block(src), load_block(src.add(64)));
+                let (c, d) = (load_block(src.add(n - 128)), load_block(src.add(n - 64)));
+                store_block(dst, a);
+                store_block(dst.add(64), b);
+                store_block(dst.add(n - 128), c);
+                store_block(dst.add(n - 64), d);
+            }
             // Forward unless `dst` starts inside the source, where a forward copy would
             // overwrite bytes before reading them (`dst - src` wraps to a large number when
             // `dst` is below `src`).
@@ -130,15 +140,15 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
     }
 }
 
-/// Copies `n > 128` bytes front to back: the first 16 and the last 64 bytes loaded first and
+/// Copies `n > 256` bytes front to back: the first 16 and the last 64 bytes loaded first and
 /// stored last, 64-byte blocks between them stored at 16-byte-aligned addresses.
 ///
 /// # Safety
-/// As [`copy`], with `n > 128`, and `dst` not inside the source after its first byte (a
+/// As [`copy`], with `n > 256`, and `dst` not inside the source after its first byte (a
 /// forward copy reads each byte before anything is stored over it).
 #[inline(always)]
 unsafe fn forward(dst: *mut u8, src: *const u8, n: usize) {
-    debug_assert!(n > 128);
+    debug_assert!(n > 256);
     // SAFETY: every block ends before `n - 64 + 64 = n`; head and tail are inside `n`.
     unsafe {
         let head: V = load(src);
@@ -155,15 +165,15 @@ unsafe fn forward(dst: *mut u8, src: *const u8, n: usize) {
     }
 }
 
-/// Copies `n > 128` bytes back to front: the first 64 and the last 16 bytes loaded first and
+/// Copies `n > 256` bytes back to front: the first 64 and the last 16 bytes loaded first and
 /// stored last, 64-byte blocks between them stored at 16-byte-aligned addresses.
 ///
 /// # Safety
-/// As [`copy`], with `n > 128`, and `dst` not below `src` within the source (a backward copy
+/// As [`copy`], with `n > 256`, and `dst` not below `src` within the source (a backward copy
 /// reads each byte before anything is stored over it when `dst` is above `src`).
 #[inline(always)]
 unsafe fn backward(dst: *mut u8, src: *const u8, n: usize) {
-    debug_assert!(n > 128);
+    debug_assert!(n > 256);
     // SAFETY: every block starts at 1 or more (`end > 64` before each step); head and tail
     // are inside `n`.
     unsafe {
@@ -252,7 +262,7 @@ mod tests {
     fn overlapping_either_way_at_every_distance() {
         for n in [
             0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 191, 192, 193,
-            255, 256, 300, 1000, 4099,
+            255, 256, 257, 300, 319, 320, 321, 383, 384, 385, 1000, 4099,
         ] {
             for distance in 0..=n.min(200) + 1 {
                 check_within(2 * n + 400, 200, 200 + distance, n);
