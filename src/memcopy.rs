@@ -4,9 +4,9 @@
 //! the destination is aligned, `rep movsq` for the words, `movsb` again for the tail. Each of
 //! those is microcoded, with a start-up cost that dominates the short copies a proxy makes
 //! (moved futures, header names and values, protobuf fields: about 170 a chat request, three
-//! in four of 256 bytes or less). On this project's machines (AMD EPYC under KVM) a copy of 5 to 130 bytes
-//! took 30–40 ns through musl's and 3–5 ns through glibc's, and `memcpy` was the hottest
-//! function of the static binary's user time (benches/RESULTS.md, "What was tried"). Its
+//! in four of 256 bytes or less). On this project's machines (AMD EPYC under KVM) a copy of 5
+//! to 130 bytes took 30–40 ns through musl's and 3–5 ns through glibc's, and `memcpy` was the
+//! hottest function of the static binary's user time (benches/RESULTS.md, "What was tried"). Its
 //! `memmove` copies backward with `std; rep movsq`, slower still. glibc builds keep glibc's,
 //! which are vectorised; aarch64's musl has an optimised assembly `memcpy` of its own.
 //!
