@@ -266,9 +266,7 @@ fn exchange(c: &mut Criterion) {
             body: RequestBody::Complete(request.clone()),
             usage_injected: false,
         });
-        a.apply(TapEvent::ResponseHead(Box::new(ResponseHead::new(
-            200, &headers,
-        ))));
+        a.apply(TapEvent::ResponseHead(ResponseHead::boxed(200, &headers)));
         a.apply(TapEvent::Data(response.clone(), Instant::now()));
         a.apply(TapEvent::End {
             ending: Ending::Complete,

@@ -209,22 +209,28 @@ pub struct Assembly {
 }
 
 impl Assembly {
-    pub fn new(start: Start, limits: Limits, privacy: Privacy) -> Self {
-        Assembly {
-            start,
-            limits,
-            privacy,
-            request_body: None,
-            request: RequestFacts::default(),
-            request_issue: None,
-            usage_injected: false,
-            head: None,
-            decoder: None,
-            body: Body::Awaiting,
-            first_data: None,
-            ending: None,
-            lost: false,
-        }
+    /// Boxed, as it is kept: an exchange's observer task holds it by pointer (tokio moves a
+    /// task's future whole), and it is written where it is allocated rather than built on the
+    /// stack and copied there.
+    pub fn new(start: Start, limits: Limits, privacy: Privacy) -> Box<Self> {
+        Box::write(
+            Box::new_uninit(),
+            Assembly {
+                start,
+                limits,
+                privacy,
+                request_body: None,
+                request: RequestFacts::default(),
+                request_issue: None,
+                usage_injected: false,
+                head: None,
+                decoder: None,
+                body: Body::Awaiting,
+                first_data: None,
+                ending: None,
+                lost: false,
+            },
+        )
     }
 
     fn capture(&self) -> bool {
@@ -317,7 +323,9 @@ impl Assembly {
     }
 
     /// The exchange as observed. Without an `End` event the tap was lost: cancelled.
-    pub fn finish(mut self) -> Exchange {
+    /// Taken boxed, so the fields move out of the box one by one: a by-value `self` copied the
+    /// whole assembly out of its box first.
+    pub fn finish(mut self: Box<Self>) -> Exchange {
         let (ending, ended_at) = self.ending.unwrap_or((Ending::Cancelled, Instant::now()));
         if ending == Ending::Complete
             && let Some(d) = self.decoder.as_mut()
@@ -553,8 +561,12 @@ impl Observer {
         // Taken now, inside the runtime: the first hand-over may come from a body's drop.
         let runtime = tokio::runtime::Handle::current();
         tap.on_first_batch(Box::new(move || {
+            // Boxed before the spawn, so the task's future holds a pointer rather than the
+            // assembly (or the start it is made from): tokio moves a future whole, into its
+            // task cell on spawn and at each change of the cell's stage, six times an exchange.
+            let assembly = Assembly::new(start, inner.limits, inner.privacy.clone());
             runtime.spawn(async move {
-                observe(&inner, start, rx).await;
+                observe(&inner, assembly, rx).await;
                 if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
                     inner.idle.notify_waiters();
                 }
@@ -577,11 +589,7 @@ impl Observer {
     }
 }
 
-async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
-    // Boxed, so the task's future holds a pointer rather than the assembly itself: tokio
-    // moves a future whole (into its task cell on spawn, and each change of the cell's stage
-    // rewrites it at full size), about 1.5 KB six times per exchange.
-    let mut assembly = Box::new(Assembly::new(start, inner.limits, inner.privacy.clone()));
+async fn observe(inner: &Inner, mut assembly: Box<Assembly>, mut rx: mpsc::Receiver<Batch>) {
     while let Some(batch) = rx.recv().await {
         let applied = catch_unwind(AssertUnwindSafe(|| {
             for event in batch {
@@ -596,7 +604,7 @@ async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
         Stats::incr(&inner.stats.observation_lost);
     }
     let recorded = catch_unwind(AssertUnwindSafe(|| {
-        let exchange = assembly.finish();
+        let mut exchange = assembly.finish();
         inner.stats.exchange(
             exchange.api.operation().as_str(),
             exchange.failure.is_some(),
@@ -604,7 +612,7 @@ async fn observe(inner: &Inner, start: Start, mut rx: mpsc::Receiver<Batch>) {
         if exchange.request_issue.is_some() || exchange.response_issue.is_some() {
             Stats::incr(&inner.stats.parse_failures);
         }
-        inner.telemetry.record(exchange);
+        inner.telemetry.record(&mut exchange);
     }));
     if recorded.is_err() {
         observer_panicked(inner);
@@ -668,7 +676,7 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, HeaderValue::from_static(v));
         }
-        TapEvent::ResponseHead(Box::new(ResponseHead::new(status, &map)))
+        TapEvent::ResponseHead(ResponseHead::boxed(status, &map))
     }
 
     fn head(status: u16, content_type: &'static str) -> TapEvent {
@@ -833,9 +841,7 @@ mod tests {
         map.insert(http::header::CONTENT_TYPE, value(0..17));
         map.insert("x-request-id", value(17..24));
         let mut a = Assembly::new(start(), Limits::default(), Privacy::default());
-        a.apply(TapEvent::ResponseHead(Box::new(ResponseHead::new(
-            200, &map,
-        ))));
+        a.apply(TapEvent::ResponseHead(ResponseHead::boxed(200, &map)));
         drop(map);
         assert!(
             buffer.is_unique(),

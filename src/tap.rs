@@ -76,11 +76,11 @@ impl ResponseHead {
     /// Each kept header's first value, as `HeaderMap::get` gives it, found in one pass over the
     /// names present: seven lookups hashed each name (a custom one byte by byte) whether the
     /// response had it or not.
-    pub fn new(status: u16, headers: &HeaderMap) -> ResponseHead {
-        let mut head = ResponseHead {
-            status,
-            ..ResponseHead::default()
-        };
+    pub fn boxed(status: u16, headers: &HeaderMap) -> Box<ResponseHead> {
+        // Filled where it is allocated: built on the stack, its 336 bytes were copied three
+        // times on the way into the box.
+        let mut head = Box::<ResponseHead>::default();
+        head.status = status;
         for (name, value) in headers {
             // The length tells the candidates apart before any byte is compared.
             let slot = match name.as_str().len() {
@@ -215,13 +215,13 @@ impl Tap {
         headers: &HeaderMap,
         call: Option<(Instant, Instant)>,
     ) {
-        let mut head = ResponseHead::new(status, headers);
+        let mut head = ResponseHead::boxed(status, headers);
         head.timing = call.map(|(sent, received)| Timing {
             sent,
             received,
             returned: Instant::now(),
         });
-        self.send(TapEvent::ResponseHead(Box::new(head)));
+        self.send(TapEvent::ResponseHead(head));
     }
 
     pub fn data(&mut self, data: &Bytes) {
@@ -391,7 +391,7 @@ mod tests {
                 get(&RATELIMIT_TOKENS),
                 get(&RATELIMIT_REQUESTS),
             ];
-            proptest::prop_assert_eq!(kept(&ResponseHead::new(200, &headers)), want);
+            proptest::prop_assert_eq!(kept(&ResponseHead::boxed(200, &headers)), want);
         }
     }
 

@@ -442,11 +442,13 @@ impl Telemetry {
     }
 
     /// Records the exchange's metrics, and its span (when sampled) and event (when content is
-    /// captured as events), offering each to every destination. Never waits.
-    pub fn record(&self, mut exchange: Exchange) {
+    /// captured as events), offering each to every destination. Never waits. The exchange's
+    /// texts are moved out of it; it is taken by reference because moving it in copied all of
+    /// its 1.2 KB.
+    pub fn record(&self, exchange: &mut Exchange) {
         let inner = &*self.inner;
         if let Some(metrics) = &inner.metrics {
-            metrics.record(&exchange);
+            metrics.record(exchange);
         }
         if !exchange.trace.sampled {
             Stats::incr(&inner.stats.spans_sampled_out);
@@ -459,7 +461,7 @@ impl Telemetry {
             return;
         }
         // Built once for the span and the events alike, the texts moved out of the exchange.
-        let attributes = span::attributes(&mut exchange);
+        let attributes = span::attributes(exchange);
         if wants_event {
             // Each form is built once, whatever the number of destinations taking it.
             let mut built: Vec<(events::Form, SdkLogRecord)> = Vec::new();
@@ -469,7 +471,7 @@ impl Telemetry {
                     None => {
                         let Some(r) = events::build(
                             &inner.logger,
-                            &exchange,
+                            exchange,
                             &attributes,
                             inner.content.max_bytes,
                             *form,
@@ -484,7 +486,7 @@ impl Telemetry {
             }
         }
         if wants_span {
-            let data = span::build(&exchange, attributes, &inner.scope, inner.content);
+            let data = span::build(exchange, attributes, &inner.scope, inner.content);
             if !inner.encoded.is_empty() {
                 offer_to_all(&inner.encoded, wire::EncodedSpan::new(&data));
             }
