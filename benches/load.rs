@@ -624,7 +624,8 @@ fn main() {
     println!(
         "machine: {cores} cores; each run {secs} s; wrk, mock upstream, OTLP receiver and the proxy share them; \
          genai-tap serves on one thread (its default), `genai-tap ×{cores}` on one per core, as nginx's \
-         workers do\n"
+         workers do; `genai-tap, not observed` is the one-thread process on a path it forwards \
+         without observing (the same requests and answers): forwarding alone\n"
     );
 
     let per_core = format!("genai-tap ×{cores}");
@@ -639,19 +640,29 @@ fn main() {
     }
     let is_tap = |name: &str| name.starts_with("genai-tap");
     let path = chat_path();
+    // The same requests through genai-tap on a path it forwards without observing: what
+    // forwarding through hyper costs by itself, the floor observation adds to.
+    const FORWARDING_ONLY: &str = "genai-tap, not observed";
+    let mut wrk_targets: Vec<(&str, SocketAddr, Option<&Proc>, &str)> = targets
+        .iter()
+        .map(|&(name, addr, proc)| (name, addr, proc, path.as_str()))
+        .collect();
+    wrk_targets.insert(2, (FORWARDING_ONLY, tap_addr, Some(&tap), UNOBSERVED));
+    // Requests that make spans: through genai-tap on the observed path.
+    let spanned = |name: &str| is_tap(name) && name != FORWARDING_ONLY;
     let mut tap_requests = 0;
     // Warm every path (pools, page cache) before measuring.
-    for (name, addr, proc) in &targets {
+    for (name, addr, proc, path) in &wrk_targets {
         let run = wrk(&format!("http://{addr}{path}"), 16, 1, &script, *proc);
-        if is_tap(name) {
+        if spanned(name) {
             tap_requests += run.requests;
         }
     }
-    for (name, addr, proc) in &targets {
+    for (name, addr, proc, path) in &wrk_targets {
         let mut runs = Vec::new();
         for &c in &concurrency {
             let run = wrk(&format!("http://{addr}{path}"), c, secs, &script, *proc);
-            if is_tap(name) {
+            if spanned(name) {
                 tap_requests += run.requests;
             }
             runs.push((c, run));
