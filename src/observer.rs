@@ -326,7 +326,10 @@ impl Assembly {
     /// Taken boxed, so the fields move out of the box one by one: a by-value `self` copied the
     /// whole assembly out of its box first.
     pub fn finish(mut self: Box<Self>) -> Exchange {
-        let (ending, ended_at) = self.ending.unwrap_or((Ending::Cancelled, Instant::now()));
+        // The clock is read only for an exchange that never ended (`unwrap_or` read it always).
+        let (ending, ended_at) = self
+            .ending
+            .unwrap_or_else(|| (Ending::Cancelled, Instant::now()));
         if ending == Ending::Complete
             && let Some(d) = self.decoder.as_mut()
         {
