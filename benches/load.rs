@@ -647,7 +647,14 @@ fn main() {
         .iter()
         .map(|&(name, addr, proc)| (name, addr, proc, path.as_str()))
         .collect();
-    wrk_targets.insert(2, (FORWARDING_ONLY, tap_addr, Some(&tap), UNOBSERVED));
+    let after_tap = wrk_targets
+        .iter()
+        .position(|t| t.0 == "genai-tap")
+        .map_or(0, |i| i + 1);
+    wrk_targets.insert(
+        after_tap,
+        (FORWARDING_ONLY, tap_addr, Some(&tap), UNOBSERVED),
+    );
     // Requests that make spans: through genai-tap on the observed path.
     let spanned = |name: &str| is_tap(name) && name != FORWARDING_ONLY;
     let mut tap_requests = 0;

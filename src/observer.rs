@@ -209,10 +209,9 @@ pub struct Assembly {
 }
 
 impl Assembly {
-    /// Boxed, as it is kept: an exchange's observer task holds it by pointer (tokio moves a
-    /// task's future whole), and it is written where it is allocated rather than built on the
-    /// stack and copied there.
+    /// Boxed, as the observer task keeps it (see [`Observer::begin`]).
     pub fn new(start: Start, limits: Limits, privacy: Privacy) -> Box<Self> {
+        // Written where it is allocated, not built on the stack and copied into the box.
         Box::write(
             Box::new_uninit(),
             Assembly {
