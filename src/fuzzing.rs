@@ -63,6 +63,10 @@ pub fn genai(data: &[u8]) {
     let _ = genai::parse_request(api, body);
     let _ = genai::parse_response(api, body, capture);
     let _ = genai::parse_api_error(body);
+    assert!(
+        genai::readers_agree(body),
+        "the fast reader and serde disagree"
+    );
     let mut stream = genai::Stream::new(api, capture);
     let mut decoder = SseDecoder::new(1 << 16);
     decoder.push(body, &mut |e| {

@@ -9,73 +9,61 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use serde::de::MapAccess;
 
 use super::ResponseSummary;
 use super::content::{Message, Part};
-use super::json::{self, Code, Field, Lenient, List, Obj, Seen, Strings, Taker};
+use super::json::{self, Code, Field, Lenient, List, Obj, Raw, Seen, Strings, Taker};
 use super::json_edit::{Repeats, ValueSlot};
+use super::scan::{Cursor, Scan, Scanned};
 use crate::exchange::{ApiError, ContentFilter, RequestFacts, ResponseFacts, Usage};
 
 /// Choice and tool-call indexes above this are treated as hostile rather than allocated for.
 const MAX_INDEX: usize = 1024;
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RequestWire {
-    model: Field<String>,
-    max_completion_tokens: Field<i64>,
-    max_tokens: Field<i64>,
-    temperature: Field<f64>,
-    top_p: Field<f64>,
-    frequency_penalty: Field<f64>,
-    presence_penalty: Field<f64>,
-    stop: Field<Strings>,
-    seed: Field<i64>,
-    n: Field<i64>,
-    stream: Field<bool>,
-    stream_options: Field<Obj<StreamOptionsWire>>,
-    response_format: Field<Obj<ResponseFormatWire>>,
-    service_tier: Field<String>,
-    tools: Field<List<Obj<ToolWire>>>,
-    /// The deprecated form of `tools`.
-    functions: Field<List<Obj<FunctionWire>>>,
-}
+json::wire! {
+    struct RequestWire {
+        model: Field<String> = "model",
+        max_completion_tokens: Field<i64> = "max_completion_tokens",
+        max_tokens: Field<i64> = "max_tokens",
+        temperature: Field<f64> = "temperature",
+        top_p: Field<f64> = "top_p",
+        frequency_penalty: Field<f64> = "frequency_penalty",
+        presence_penalty: Field<f64> = "presence_penalty",
+        stop: Field<Strings> = "stop",
+        seed: Field<i64> = "seed",
+        n: Field<i64> = "n",
+        stream: Field<bool> = "stream",
+        stream_options: Field<Obj<StreamOptionsWire>> = "stream_options",
+        response_format: Field<Obj<ResponseFormatWire>> = "response_format",
+        service_tier: Field<String> = "service_tier",
+        tools: Field<List<Obj<ToolWire>>> = "tools",
+        /// The deprecated form of `tools`.
+        functions: Field<List<Obj<FunctionWire>>> = "functions",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct StreamOptionsWire {
-    include_usage: Field<bool>,
-}
+    struct StreamOptionsWire {
+        include_usage: Field<bool> = "include_usage",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ResponseFormatWire {
-    #[serde(rename = "type")]
-    kind: Field<String>,
-}
+    struct ResponseFormatWire {
+        kind: Field<String> = "type",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ToolWire {
-    #[serde(rename = "type")]
-    kind: Field<String>,
-    function: Field<Obj<FunctionWire>>,
-}
+    struct ToolWire {
+        kind: Field<String> = "type",
+        function: Field<Obj<FunctionWire>> = "function",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FunctionWire {
-    name: Field<String>,
+    struct FunctionWire {
+        name: Field<String> = "name",
+    }
 }
 
 /// Reads the request parameters. The second value names what could not be read, if anything:
 /// the whole body (not JSON) or the fields whose type was unexpected.
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::parse_object(body) {
+    let w: RequestWire = match json::read_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -132,30 +120,24 @@ pub(crate) fn output_type(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// Usage, as Chat Completions names it and (through the aliases) as the Responses API does.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct UsageWire {
-    #[serde(alias = "input_tokens")]
-    prompt_tokens: Field<i64>,
-    #[serde(alias = "output_tokens")]
-    completion_tokens: Field<i64>,
-    #[serde(alias = "input_tokens_details")]
-    prompt_tokens_details: Field<Obj<PromptDetailsWire>>,
-    #[serde(alias = "output_tokens_details")]
-    completion_tokens_details: Field<Obj<CompletionDetailsWire>>,
-}
+json::wire! {
+    /// Usage, as Chat Completions names it and (through the aliases) as the Responses API does.
+    pub(crate) struct UsageWire {
+        prompt_tokens: Field<i64> = "prompt_tokens" | "input_tokens",
+        completion_tokens: Field<i64> = "completion_tokens" | "output_tokens",
+        prompt_tokens_details: Field<Obj<PromptDetailsWire>> =
+            "prompt_tokens_details" | "input_tokens_details",
+        completion_tokens_details: Field<Obj<CompletionDetailsWire>> =
+            "completion_tokens_details" | "output_tokens_details",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PromptDetailsWire {
-    cached_tokens: Field<i64>,
-}
+    struct PromptDetailsWire {
+        cached_tokens: Field<i64> = "cached_tokens",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CompletionDetailsWire {
-    reasoning_tokens: Field<i64>,
+    struct CompletionDetailsWire {
+        reasoning_tokens: Field<i64> = "reasoning_tokens",
+    }
 }
 
 impl From<UsageWire> for Usage {
@@ -175,47 +157,42 @@ impl From<UsageWire> for Usage {
     }
 }
 
-/// A tool call in a message or a stream delta. In deltas, `index` says which call a fragment
-/// continues; the first fragment brings `id` and the name, later ones more `arguments`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ToolCallWire<'a> {
-    index: Field<i64>,
-    #[serde(borrow)]
-    id: Field<Cow<'a, str>>,
-    #[serde(borrow)]
-    function: Field<Obj<FunctionCallWire<'a>>>,
-}
+json::wire! {
+    /// A tool call in a message or a stream delta. In deltas, `index` says which call a
+    /// fragment continues; the first fragment brings `id` and the name, later ones more
+    /// `arguments`.
+    struct ToolCallWire<'a> {
+        index: Field<i64> = "index",
+        #[serde(borrow)]
+        id: Field<Cow<'a, str>> = "id",
+        #[serde(borrow)]
+        function: Field<Obj<FunctionCallWire<'a>>> = "function",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FunctionCallWire<'a> {
-    #[serde(borrow)]
-    name: Field<Cow<'a, str>>,
-    /// Kept raw: only unescaped when content is captured.
-    #[serde(borrow)]
-    arguments: Option<&'a RawValue>,
-}
+    struct FunctionCallWire<'a> {
+        #[serde(borrow)]
+        name: Field<Cow<'a, str>> = "name",
+        /// Kept raw: only unescaped when content is captured.
+        #[serde(borrow)]
+        arguments: Option<Raw<'a>> = "arguments",
+    }
 
-/// A complete `message` or a stream `delta`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct MessageWire<'a> {
-    #[serde(borrow)]
-    role: Field<Cow<'a, str>>,
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow)]
-    refusal: Option<&'a RawValue>,
-    #[serde(borrow)]
-    tool_calls: Field<List<Obj<ToolCallWire<'a>>>>,
-}
+    /// A complete `message` or a stream `delta`.
+    struct MessageWire<'a> {
+        #[serde(borrow)]
+        role: Field<Cow<'a, str>> = "role",
+        #[serde(borrow)]
+        content: Option<Raw<'a>> = "content",
+        #[serde(borrow)]
+        refusal: Option<Raw<'a>> = "refusal",
+        #[serde(borrow)]
+        tool_calls: Field<List<Obj<ToolCallWire<'a>>>> = "tool_calls",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FilterCategoryWire {
-    filtered: Field<bool>,
-    detected: Field<bool>,
+    struct FilterCategoryWire {
+        filtered: Field<bool> = "filtered",
+        detected: Field<bool> = "detected",
+    }
 }
 
 /// Azure's `content_filter_results`: `{category: {filtered, detected?, severity?}}`, read as the
@@ -226,69 +203,80 @@ struct FilterResults {
     flagged: Vec<String>,
 }
 
+impl FilterResults {
+    fn add(&mut self, category: Cow<'_, str>, results: Field<Obj<FilterCategoryWire>>) {
+        let Some(Obj(c)) = results.get() else {
+            return;
+        };
+        let filtered = c.filtered.get().unwrap_or(false);
+        self.filtered |= filtered;
+        if filtered || c.detected.get().unwrap_or(false) {
+            self.flagged.push(category.into_owned());
+        }
+    }
+}
+
 impl<'de> Lenient<'de> for FilterResults {
     fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
         let mut out = FilterResults::default();
         while let Some(category) = map.next_key::<Cow<'de, str>>()? {
-            let Some(Obj(c)) = map.next_value::<Field<Obj<FilterCategoryWire>>>()?.get() else {
-                continue;
-            };
-            let filtered = c.filtered.get().unwrap_or(false);
-            out.filtered |= filtered;
-            if filtered || c.detected.get().unwrap_or(false) {
-                out.flagged.push(category.into_owned());
-            }
+            out.add(category, map.next_value()?);
         }
+        Ok(Some(out))
+    }
+    fn scan_map(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        let mut out = FilterResults::default();
+        c.members(|c, category| {
+            out.add(Cow::Borrowed(category), Field::scan(c)?);
+            Ok(())
+        })?;
         Ok(Some(out))
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PromptFilterWire {
-    content_filter_results: Field<FilterResults>,
-}
+json::wire! {
+    struct PromptFilterWire {
+        content_filter_results: Field<FilterResults> = "content_filter_results",
+    }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ChoiceWire<'a> {
-    index: Field<i64>,
-    content_filter_results: Field<FilterResults>,
-    #[serde(borrow)]
-    finish_reason: Field<Cow<'a, str>>,
-    #[serde(borrow)]
-    message: Field<Obj<MessageWire<'a>>>,
-    #[serde(borrow)]
-    delta: Field<Obj<MessageWire<'a>>>,
-    /// Legacy completions carry their output here.
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
-}
+    struct ChoiceWire<'a> {
+        index: Field<i64> = "index",
+        content_filter_results: Field<FilterResults> = "content_filter_results",
+        #[serde(borrow)]
+        finish_reason: Field<Cow<'a, str>> = "finish_reason",
+        #[serde(borrow)]
+        message: Field<Obj<MessageWire<'a>>> = "message",
+        #[serde(borrow)]
+        delta: Field<Obj<MessageWire<'a>>> = "delta",
+        /// Legacy completions carry their output here.
+        #[serde(borrow)]
+        text: Option<Raw<'a>> = "text",
+    }
 
-/// A non-streaming response body and a stream chunk share this shape.
-///
-/// Every member but `choices` may be cut from a stream chunk that repeats it (see
-/// [`ChatStream::push`]): each keeps its first non-empty value or its last one, so the same
-/// bytes again change nothing. The `Seen` wrappers tell whether a cut chunk names one again.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CompletionWire<'a> {
-    #[serde(borrow)]
-    id: Seen<Field<Cow<'a, str>>>,
-    #[serde(borrow)]
-    model: Seen<Field<Cow<'a, str>>>,
-    #[serde(borrow)]
-    system_fingerprint: Seen<Field<Cow<'a, str>>>,
-    #[serde(borrow)]
-    service_tier: Seen<Field<Cow<'a, str>>>,
-    #[serde(borrow)]
-    choices: Field<List<Obj<ChoiceWire<'a>>>>,
-    usage: Seen<Field<Obj<UsageWire>>>,
-    error: Seen<Field<Obj<ApiErrorWire>>>,
-    prompt_filter_results: Seen<Field<List<Obj<PromptFilterWire>>>>,
-    /// OpenAI's padding, different in every chunk: only its place is of interest.
-    #[serde(borrow)]
-    obfuscation: Seen<Option<&'a RawValue>>,
+    /// A non-streaming response body and a stream chunk share this shape.
+    ///
+    /// Every member but `choices` may be cut from a stream chunk that repeats it (see
+    /// [`ChatStream::push`]): each keeps its first non-empty value or its last one, so the same
+    /// bytes again change nothing. The `Seen` wrappers tell whether a cut chunk names one again.
+    struct CompletionWire<'a> {
+        #[serde(borrow)]
+        id: Seen<Field<Cow<'a, str>>> = "id",
+        #[serde(borrow)]
+        model: Seen<Field<Cow<'a, str>>> = "model",
+        #[serde(borrow)]
+        system_fingerprint: Seen<Field<Cow<'a, str>>> = "system_fingerprint",
+        #[serde(borrow)]
+        service_tier: Seen<Field<Cow<'a, str>>> = "service_tier",
+        #[serde(borrow)]
+        choices: Field<List<Obj<ChoiceWire<'a>>>> = "choices",
+        usage: Seen<Field<Obj<UsageWire>>> = "usage",
+        error: Seen<Field<Obj<ApiErrorWire>>> = "error",
+        prompt_filter_results: Seen<Field<List<Obj<PromptFilterWire>>>> =
+            "prompt_filter_results",
+        /// OpenAI's padding, different in every chunk: only its place is of interest.
+        #[serde(borrow)]
+        obfuscation: Seen<Option<Raw<'a>>> = "obfuscation",
+    }
 }
 
 impl CompletionWire<'_> {
@@ -317,7 +305,7 @@ impl CompletionWire<'_> {
     /// the first choice's text (its message's or delta's `content`, or legacy `text`) and the
     /// `obfuscation` padding.
     fn unread_in(&self, doc: &[u8]) -> impl Iterator<Item = Range<usize>> {
-        let place = |raw: &RawValue| {
+        let place = |raw: Raw<'_>| {
             let raw = raw.get();
             let start = raw.as_ptr().addr().checked_sub(doc.as_ptr().addr())?;
             let end = start.checked_add(raw.len())?;
@@ -338,7 +326,7 @@ impl CompletionWire<'_> {
 /// Reads a complete (non-streaming) response; with `capture`, its output messages too.
 pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
     let mut stream = ChatStream::new(capture);
-    match json::parse_object::<CompletionWire<'_>>(body) {
+    match json::read_object::<CompletionWire<'_>>(body) {
         Ok(w) => {
             stream.apply(w);
             let mut summary = stream.finish();
@@ -402,7 +390,7 @@ impl ChatStream {
 }
 
 /// A JSON string value, unescaped; anything else (or `null`) is nothing.
-fn raw_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+fn raw_str(raw: Option<Raw<'_>>) -> Option<Cow<'_, str>> {
     raw.and_then(|r| {
         serde_json::from_str::<Option<Cow<'_, str>>>(r.get())
             .ok()
@@ -452,7 +440,7 @@ impl ChatStream {
         // not be read. The slot learns nothing while capture is on.
         let read = cut
             && ((!self.capture && self.text_only.matches(&middle))
-                || match json::parse_object::<CompletionWire<'_>>(&middle) {
+                || match json::read_object::<CompletionWire<'_>>(&middle) {
                     Ok(w) if !w.names_a_cut_member(|key| self.repeats.cuts(key)) => {
                         if self.capture {
                             self.text_only.forget();
@@ -469,7 +457,7 @@ impl ChatStream {
             return true;
         }
         self.text_only.forget();
-        match json::parse_object::<CompletionWire<'_>>(data) {
+        match json::read_object::<CompletionWire<'_>>(data) {
             Ok(w) => {
                 self.repeats
                     .learn(data, |key| key != CompletionWire::READ_EVERY_CHUNK);
@@ -626,12 +614,11 @@ impl ChatStream {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct ApiErrorWire {
-    code: Field<Code>,
-    #[serde(rename = "type")]
-    kind: Field<String>,
+json::wire! {
+    pub(crate) struct ApiErrorWire {
+        code: Field<Code> = "code",
+        kind: Field<String> = "type",
+    }
 }
 
 impl From<ApiErrorWire> for ApiError {
@@ -643,18 +630,28 @@ impl From<ApiErrorWire> for ApiError {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ErrorBodyWire {
-    error: Field<Obj<ApiErrorWire>>,
+json::wire! {
+    struct ErrorBodyWire {
+        error: Field<Obj<ApiErrorWire>> = "error",
+    }
 }
 
 /// Reads an OpenAI-style error body (`{"error": {"code", "type", "message"}}`).
 pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
-    json::parse_object::<ErrorBodyWire>(body)
+    json::read_object::<ErrorBodyWire>(body)
         .ok()
         .and_then(|w| w.error.get())
         .map(|Obj(e)| e.into())
+}
+
+/// How the two readers compare on `body` read as each of this module's documents (for tests
+/// and the fuzz target).
+pub(crate) fn compare_readers(body: &[u8]) -> Vec<json::Agreement> {
+    vec![
+        json::compare::<RequestWire>(body),
+        json::compare::<CompletionWire<'_>>(body),
+        json::compare::<ErrorBodyWire>(body),
+    ]
 }
 
 #[cfg(test)]
@@ -939,6 +936,84 @@ mod tests {
         );
         assert_eq!(summary.facts.finish_reasons, vec!["error"]);
         assert!(summary.issue.unwrap().contains("out of range"));
+    }
+
+    #[test]
+    fn the_fast_reader_reads_as_serde_does() {
+        use json::Wire;
+        let keys = [
+            <RequestWire as Wire>::KEYS,
+            <StreamOptionsWire as Wire>::KEYS,
+            <ResponseFormatWire as Wire>::KEYS,
+            <ToolWire as Wire>::KEYS,
+            <FunctionWire as Wire>::KEYS,
+            <UsageWire as Wire>::KEYS,
+            <PromptDetailsWire as Wire>::KEYS,
+            <CompletionDetailsWire as Wire>::KEYS,
+            <ToolCallWire<'_> as Wire>::KEYS,
+            <FunctionCallWire<'_> as Wire>::KEYS,
+            <MessageWire<'_> as Wire>::KEYS,
+            <FilterCategoryWire as Wire>::KEYS,
+            <PromptFilterWire as Wire>::KEYS,
+            <ChoiceWire<'_> as Wire>::KEYS,
+            <CompletionWire<'_> as Wire>::KEYS,
+            <ApiErrorWire as Wire>::KEYS,
+            <ErrorBodyWire as Wire>::KEYS,
+            &["violence", "hate"],
+        ]
+        .concat();
+        let mut recorded: Vec<Vec<u8>> = [
+            "chat_request_full.json",
+            "chat_request_tools.json",
+            "chat_response.json",
+            "chat_response_tools.json",
+        ]
+        .map(fixture)
+        .into();
+        for name in ["chat_stream_azure.sse", "chat_stream_tools.sse"] {
+            SseDecoder::new(1 << 20).push(&fixture(name), &mut |e| {
+                if e.data != b"[DONE]" {
+                    recorded.push(e.data.to_vec());
+                }
+            });
+        }
+        recorded
+            .push(br#"{"error":{"message":"Rate limit","type":"requests","code":429}}"#.to_vec());
+        let recorded: Vec<&[u8]> = recorded.iter().map(Vec::as_slice).collect();
+        json::tests::agreement_holds(json::tests::documents(&keys), compare_readers);
+        json::tests::replacements_agree(&recorded, compare_readers);
+    }
+
+    #[test]
+    fn recorded_documents_are_read_by_the_fast_reader() {
+        use json::Agreement::Same;
+        for name in ["chat_request_full.json", "chat_request_tools.json"] {
+            assert_eq!(json::compare::<RequestWire>(&fixture(name)), Same, "{name}");
+        }
+        for name in ["chat_response.json", "chat_response_tools.json"] {
+            assert_eq!(
+                json::compare::<CompletionWire<'_>>(&fixture(name)),
+                Same,
+                "{name}"
+            );
+        }
+        for name in [
+            "chat_stream_azure.sse",
+            "chat_stream_n2.sse",
+            "chat_stream_tools.sse",
+            "chat_stream_usage.sse",
+        ] {
+            let mut events = 0;
+            SseDecoder::new(1 << 20).push(&fixture(name), &mut |e| {
+                if e.data != b"[DONE]" {
+                    events += 1;
+                    assert_eq!(json::compare::<CompletionWire<'_>>(e.data), Same, "{name}");
+                }
+            });
+            assert!(events > 1, "{name}");
+        }
+        let error = br#"{"error":{"message":"Rate limit","type":"requests","code":"429"}}"#;
+        assert_eq!(json::compare::<ErrorBodyWire>(error), Same);
     }
 
     #[test]

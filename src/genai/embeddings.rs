@@ -1,23 +1,23 @@
 //! Embeddings (`POST …/embeddings`): model, encoding format and dimensions from the request;
 //! model, input tokens and vector length from the response.
 
-use serde::Deserialize;
 use serde::de::SeqAccess;
 
 use super::ResponseSummary;
 use super::json::{self, Field, Lenient, List, Obj, Taker};
+use super::scan::{Cursor, Scanned};
 use crate::exchange::RequestFacts;
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RequestWire {
-    model: Field<String>,
-    encoding_format: Field<String>,
-    dimensions: Field<i64>,
+json::wire! {
+    struct RequestWire {
+        model: Field<String> = "model",
+        encoding_format: Field<String> = "encoding_format",
+        dimensions: Field<i64> = "dimensions",
+    }
 }
 
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::parse_object(body) {
+    let w: RequestWire = match json::read_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -45,35 +45,43 @@ impl<'de> Lenient<'de> for VectorLength {
         }
         Ok(Some(VectorLength(n)))
     }
+    fn scan_seq(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        let mut n = 0;
+        c.elements(|c| {
+            n += 1;
+            c.skip()
+        })?;
+        Ok(Some(VectorLength(n)))
+    }
     fn from_str(v: &str) -> Option<Self> {
         let v = v.trim_end_matches('=');
         Some(VectorLength((v.len() * 3 / 4 / 4) as i64))
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ItemWire {
-    embedding: Field<VectorLength>,
+json::wire! {
+    struct ItemWire {
+        embedding: Field<VectorLength> = "embedding",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct UsageWire {
-    prompt_tokens: Field<i64>,
+json::wire! {
+    struct UsageWire {
+        prompt_tokens: Field<i64> = "prompt_tokens",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ResponseWire {
-    model: Field<String>,
-    data: Field<List<Obj<ItemWire>>>,
-    usage: Field<Obj<UsageWire>>,
+json::wire! {
+    struct ResponseWire {
+        model: Field<String> = "model",
+        data: Field<List<Obj<ItemWire>>> = "data",
+        usage: Field<Obj<UsageWire>> = "usage",
+    }
 }
 
 pub fn parse_response(body: &[u8]) -> ResponseSummary {
     let mut summary = ResponseSummary::default();
-    match json::parse_object::<ResponseWire>(body) {
+    match json::read_object::<ResponseWire>(body) {
         Ok(w) => {
             summary.facts.model = w.model.get();
             summary.facts.usage.input_tokens = w.usage.get().and_then(|u| u.0.prompt_tokens.get());
@@ -90,9 +98,36 @@ pub fn parse_response(body: &[u8]) -> ResponseSummary {
     summary
 }
 
+/// How the two readers compare on `body` read as each of this module's documents (for tests
+/// and the fuzz target).
+pub(crate) fn compare_readers(body: &[u8]) -> Vec<json::Agreement> {
+    vec![
+        json::compare::<RequestWire>(body),
+        json::compare::<ResponseWire>(body),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_reader_reads_as_serde_does() {
+        use json::Wire;
+        let keys = [
+            <RequestWire as Wire>::KEYS,
+            <ItemWire as Wire>::KEYS,
+            <UsageWire as Wire>::KEYS,
+            <ResponseWire as Wire>::KEYS,
+        ]
+        .concat();
+        let recorded: [&[u8]; 2] = [
+            br#"{"model":"text-embedding-3-small","input":["a","b"],"encoding_format":"float","dimensions":256}"#,
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2]},{"object":"embedding","index":1,"embedding":"AACAPw=="}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+        ];
+        json::tests::agreement_holds(json::tests::documents(&keys), compare_readers);
+        json::tests::replacements_agree(&recorded, compare_readers);
+    }
 
     #[test]
     fn request_and_float_response() {

@@ -2,14 +2,19 @@
 //!
 //! Owns: reading a field without letting an unexpected type fail the whole document (a request
 //! whose `temperature` is a string still yields its model), and describing a parse failure
-//! without quoting the input (serde's own messages can echo values, which may be content).
-//! Does not: know any OpenAI schema; `chat` and friends declare their wire structs with it.
+//! without quoting the input (serde's own messages can echo values, which may be content);
+//! [`wire!`], which declares a wire struct once for both its readers, serde's and the faster
+//! [`scan`](super::scan) cursor's, and [`read_object`], which tries the cursor first. Does not:
+//! know any OpenAI schema; `chat` and friends declare their wire structs with it.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::scan::{Cursor, Declined, Number, Scan, Scanned};
 
 /// A field read leniently: absent (or `null`), present with the expected type, or present with
 /// another type (kept apart so the span can say which fields were unusable).
@@ -76,6 +81,16 @@ pub trait Lenient<'de>: Sized {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
     }
+    /// [`Lenient::from_seq`] for the fast reader: the array at the cursor read to the same
+    /// answer, or declined. Declining is always exact, so a type whose arrays are rare need not
+    /// say how it reads them; one that overrides `from_seq` and this must keep them in step.
+    fn scan_seq(_: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        Err(Declined)
+    }
+    /// [`Lenient::from_map`] for the fast reader, as [`Lenient::scan_seq`] is for arrays.
+    fn scan_map(_: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        Err(Declined)
+    }
 }
 
 impl Lenient<'_> for String {
@@ -140,6 +155,18 @@ impl<'de> Lenient<'de> for Strings {
         }
         Ok(all_strings.then_some(Strings(out)))
     }
+    fn scan_seq(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        let mut out = Vec::new();
+        let mut all_strings = true;
+        c.elements(|c| {
+            match Field::<String>::scan(c)? {
+                Field::Present(s) => out.push(s),
+                _ => all_strings = false,
+            }
+            Ok(())
+        })?;
+        Ok(all_strings.then_some(Strings(out)))
+    }
 }
 
 /// An identifier that providers send as a string or a number (`error.code`).
@@ -159,9 +186,12 @@ impl Lenient<'_> for Code {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Obj<T>(pub T);
 
-impl<'de, T: Deserialize<'de>> Lenient<'de> for Obj<T> {
+impl<'de, T: Wire<'de>> Lenient<'de> for Obj<T> {
     fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
         T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|v| Some(Obj(v)))
+    }
+    fn scan_map(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        T::scan_object(c).map(|v| Some(Obj(v)))
     }
 }
 
@@ -185,11 +215,46 @@ impl<'de, T: Lenient<'de>> Lenient<'de> for List<T> {
         }
         Ok(Some(List(out)))
     }
+    fn scan_seq(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        let mut out = Vec::new();
+        c.elements(|c| {
+            if let Field::Present(v) = Field::<T>::scan(c)? {
+                out.push(v);
+            }
+            Ok(())
+        })?;
+        Ok(Some(List(out)))
+    }
 }
 
 impl<'de, T: Lenient<'de>> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(FieldVisitor(PhantomData))
+    }
+}
+
+/// What [`FieldVisitor`] makes of each kind of value, read by the cursor instead.
+impl<'de, T: Lenient<'de>> Scan<'de> for Field<T> {
+    fn scan(c: &mut Cursor<'de>) -> Scanned<Self> {
+        Ok(match c.peek()? {
+            b'"' => match c.text()? {
+                Cow::Borrowed(v) => T::from_borrowed_str(v),
+                Cow::Owned(v) => T::from_str(&v),
+            }
+            .into(),
+            b'-' | b'0'..=b'9' => match c.number()? {
+                Number::U64(v) => T::from_u64(v),
+                Number::I64(v) => T::from_i64(v),
+                Number::F64(v) => T::from_f64(v),
+            }
+            .into(),
+            b'[' => T::scan_seq(c)?.into(),
+            b'{' => T::scan_map(c)?.into(),
+            _ => match c.keyword()? {
+                None => Field::Absent,
+                Some(v) => T::from_bool(v).into(),
+            },
+        })
     }
 }
 
@@ -246,6 +311,127 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seen<T> {
     }
 }
 
+impl<'de, T: Scan<'de>> Scan<'de> for Seen<T> {
+    fn scan(c: &mut Cursor<'de>) -> Scanned<Self> {
+        T::scan(c).map(|value| Seen { seen: true, value })
+    }
+}
+
+/// A value kept as written (serde_json's borrowed `RawValue`), to be read only when needed.
+/// Its text lies inside the document it was read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a>(pub &'a str);
+
+impl<'a> Raw<'a> {
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(|r| Raw(r.get()))
+    }
+}
+
+/// `null` is nothing, as serde reads an `Option`.
+impl<'de: 'a, 'a> Scan<'de> for Option<Raw<'a>> {
+    fn scan(c: &mut Cursor<'de>) -> Scanned<Self> {
+        if c.peek()? == b'n' {
+            return c.keyword().map(|_| None);
+        }
+        c.raw().map(|r| Some(Raw(r)))
+    }
+}
+
+/// A wire struct: read by serde, or by the cursor when the document is ordinary. [`wire!`]
+/// declares one.
+pub trait Wire<'de>: Deserialize<'de> {
+    /// The keys it reads, aliases included.
+    const KEYS: &'static [&'static str];
+    /// The object at the cursor, read as serde's derived reading reads it, or declined.
+    fn scan_object(c: &mut Cursor<'de>) -> Scanned<Self>;
+}
+
+/// How the cursor's reading of a document compares with serde's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// Neither reads the document.
+    Unread,
+    /// The cursor declined a document serde reads.
+    Declined,
+    /// Both read the same wire struct, field for field (by their `Debug` forms).
+    Same,
+    Differs,
+}
+
+/// Compares the two readings of `body` as a `T` (for tests and the fuzz target).
+pub fn compare<'de, T: Wire<'de> + fmt::Debug>(body: &'de [u8]) -> Agreement {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Agreement::Unread;
+    };
+    let mut c = Cursor::new(text);
+    let fast = T::scan_object(&mut c).and_then(|w| c.end().map(|()| w));
+    match (fast, serde_json::from_str::<T>(text)) {
+        (Err(Declined), Err(_)) => Agreement::Unread,
+        (Err(Declined), Ok(_)) => Agreement::Declined,
+        (Ok(fast), Ok(serde)) if format!("{serde:?}") == format!("{fast:?}") => Agreement::Same,
+        _ => Agreement::Differs,
+    }
+}
+
+/// Declares wire structs: each field with the key it is read from (and the aliases that name it
+/// too), lenient like every field here, read by serde ([`Deserialize`], every field defaulted)
+/// and by the cursor ([`Wire`]) from the one declaration, so the two cannot name different keys.
+/// A member named twice fails serde's reading and is declined by the cursor.
+macro_rules! wire {
+    ($(
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident $(<$lt:lifetime>)? {
+            $( $(#[$field_attr:meta])* $field:ident : $ty:ty = $key:tt $(| $alias:tt)* ),* $(,)?
+        }
+    )*) => {$(
+        $(#[$attr])*
+        #[derive(serde::Deserialize, Default, Debug)]
+        #[serde(default)]
+        $vis struct $name $(<$lt>)? {
+            $( $(#[$field_attr])* #[serde(rename = $key $(, alias = $alias)*)] $field: $ty, )*
+        }
+
+        impl<'de $(: $lt, $lt)?> $crate::genai::json::Wire<'de> for $name $(<$lt>)? {
+            const KEYS: &'static [&'static str] = &[$($key $(, $alias)*),*];
+
+            fn scan_object(
+                c: &mut $crate::genai::scan::Cursor<'de>,
+            ) -> $crate::genai::scan::Scanned<Self> {
+                #[allow(non_camel_case_types, reason = "one variant a field, named as it is")]
+                enum Member { $($field),* }
+                let mut out = Self::default();
+                let mut seen = 0u64;
+                c.members(|c, key| {
+                    let bit = match key {
+                        $( $key $(| $alias)* => {
+                            let bit = 1u64 << (Member::$field as u32);
+                            if seen & bit == 0 {
+                                out.$field = $crate::genai::scan::Scan::scan(c)?;
+                            }
+                            bit
+                        } )*
+                        _ => return c.skip(),
+                    };
+                    if seen & bit != 0 {
+                        return Err($crate::genai::scan::Declined);
+                    }
+                    seen |= bit;
+                    Ok(())
+                })?;
+                Ok(out)
+            }
+        }
+    )*};
+}
+pub(crate) use wire;
+
 /// Takes fields out of a parsed document, remembering the ones whose type was unexpected, so
 /// every parser reports them the same way.
 #[derive(Debug, Default)]
@@ -270,6 +456,23 @@ impl Taker {
 
 /// Parses a document that must be a JSON object. The error text never quotes the input.
 pub fn parse_object<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, String> {
+    read(body, |_| Err(Declined))
+}
+
+/// [`parse_object`] for a wire struct: the cursor reads it when it is ordinary, serde_json
+/// otherwise, to the same answer.
+pub fn read_object<'de, T: Wire<'de>>(body: &'de [u8]) -> Result<T, String> {
+    read(body, |text| {
+        let mut c = Cursor::new(text);
+        let w = T::scan_object(&mut c)?;
+        c.end().map(|()| w)
+    })
+}
+
+fn read<'de, T: Deserialize<'de>>(
+    body: &'de [u8],
+    fast: impl FnOnce(&'de str) -> Scanned<T>,
+) -> Result<T, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Err("empty body".to_owned()),
@@ -278,7 +481,10 @@ pub fn parse_object<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, Stri
     }
     match std::str::from_utf8(body) {
         // Validated in one pass here, the parser need not check each string it reads again.
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => match fast(text) {
+            Ok(w) => return Ok(w),
+            Err(Declined) => serde_json::from_str(text),
+        },
         // Parsed as bytes, so the error says where the invalid sequence is.
         Err(_) => serde_json::from_slice(body),
     }
@@ -298,27 +504,179 @@ pub fn describe(e: &serde_json::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
     use serde::Deserialize;
 
-    #[derive(Deserialize, Default, Debug)]
-    #[serde(default)]
-    struct Doc {
-        s: Field<String>,
-        n: Field<i64>,
-        x: Field<f64>,
-        b: Field<bool>,
-        stop: Field<Strings>,
-        code: Field<Code>,
-        inner: Field<Obj<Inner>>,
-        list: Field<List<Obj<Inner>>>,
+    /// Values of every kind, in the forms the cursor reads and those it must decline or leave
+    /// to serde: escapes, `-0`, long integers, out-of-range floats, malformed tokens.
+    const LEAVES: &[&str] = &[
+        "null",
+        "true",
+        "false",
+        "0",
+        "7",
+        "-3",
+        "-0",
+        "1.0",
+        "100.0",
+        "0.25",
+        "-1.5e2",
+        "123456789012345678",
+        "1234567890123456789012",
+        "1e400",
+        "\"stop\"",
+        "\"\"",
+        "\"gpt-4o\"",
+        "\"a\\nb\"",
+        "\"\\u00e9t\\u00e9\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\ud800\"",
+        "\"héllo\"",
+        "[]",
+        "{}",
+        "[1, \"a\"]",
+        "[\"a\"]",
+        "{\"id\": \"i\"}",
+        "01",
+        "tru",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "1.",
+        "\"\u{1}\"",
+        "\"\u{1f}\"",
+    ];
+
+    /// JSON values of every kind ([`LEAVES`]), nested, their objects made of `keys` (and a few
+    /// others, some written with escapes, some twice).
+    fn values(keys: &[&'static str]) -> impl Strategy<Value = String> + use<> {
+        let mut names: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        names.extend(["\"x\"", "\"\\u0069d\"", "\"type\""].map(str::to_owned));
+        let name = proptest::sample::select(names);
+        let leaf = proptest::sample::select(LEAVES).prop_map(str::to_owned);
+        leaf.prop_recursive(4, 48, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((name.clone(), inner), 0..5).prop_map(object),
+            ]
+        })
     }
 
-    #[derive(Deserialize, Default, Debug, PartialEq, Clone)]
-    #[serde(default)]
-    struct Inner {
-        k: Field<i64>,
+    fn object(members: Vec<(String, String)>) -> String {
+        let members: Vec<String> = members
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        format!("{{{}}}", members.join(", "))
+    }
+
+    /// Objects of [`values`].
+    pub(crate) fn documents(keys: &[&'static str]) -> impl Strategy<Value = String> + use<> {
+        let mut names: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        names.push("\"x\"".to_owned());
+        let members = (proptest::sample::select(names), values(keys));
+        proptest::collection::vec(members, 0..8).prop_map(object)
+    }
+
+    /// Each of `recorded` with each of its values in turn (containers included, not the
+    /// document itself) replaced by each of [`LEAVES`]: every field, at the depth it really has,
+    /// given every kind of value. Each must read alike, and most of the recorded documents as
+    /// they are must be read by the cursor.
+    pub(crate) fn replacements_agree(
+        recorded: &[&[u8]],
+        compare: impl Fn(&[u8]) -> Vec<Agreement>,
+    ) {
+        use serde_json::Value;
+        /// The `n`th value of `v` in document order (`v` itself first), counting `n` down.
+        fn nth<'v>(v: &'v mut Value, n: &mut usize) -> Option<&'v mut Value> {
+            if *n == 0 {
+                return Some(v);
+            }
+            *n -= 1;
+            match v {
+                Value::Array(items) => items.iter_mut().find_map(|item| nth(item, n)),
+                Value::Object(members) => members.values_mut().find_map(|item| nth(item, n)),
+                _ => None,
+            }
+        }
+        const MARK: &str = "\u{1}mark\u{1}";
+        let (mut same, mut read) = (0, 0);
+        for doc in recorded {
+            assert!(
+                compare(doc).contains(&Agreement::Same),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+            let doc: Value = serde_json::from_slice(doc).expect("a recorded document");
+            for at in 1.. {
+                let mut marked = doc.clone();
+                let Some(slot) = nth(&mut marked, &mut { at }) else {
+                    break;
+                };
+                *slot = Value::String(MARK.to_owned());
+                let marked = marked.to_string();
+                for leaf in LEAVES {
+                    let variant = marked.replace("\"\\u0001mark\\u0001\"", leaf);
+                    for agreement in compare(variant.as_bytes()) {
+                        assert_ne!(agreement, Agreement::Differs, "{variant}");
+                        read += usize::from(agreement != Agreement::Unread);
+                        same += usize::from(agreement == Agreement::Same);
+                    }
+                }
+            }
+        }
+        assert!(
+            same * 2 > read,
+            "the cursor read {same} of the {read} serde read"
+        );
+    }
+
+    /// The cursor's readings of `strategy`'s documents as `compare` makes them: each must agree with
+    /// serde's, and the cursor must read much of what serde reads for that to mean anything.
+    pub(crate) fn agreement_holds(
+        strategy: impl Strategy<Value = String>,
+        compare: impl Fn(&[u8]) -> Vec<Agreement>,
+    ) {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut same, mut read) = (0, 0);
+        for _ in 0..2000 {
+            let doc = strategy
+                .new_tree(&mut runner)
+                .expect("a document")
+                .current();
+            for agreement in compare(doc.as_bytes()) {
+                assert_ne!(agreement, Agreement::Differs, "{doc}");
+                read += usize::from(agreement != Agreement::Unread);
+                same += usize::from(agreement == Agreement::Same);
+            }
+        }
+        // The documents often give a field the wrong kind of container, which the cursor leaves
+        // to serde as it leaves escaped keys and long integers: it read 48–72 % of what serde
+        // read when this was written.
+        assert!(
+            same * 3 > read,
+            "the cursor read {same} of the {read} serde read"
+        );
+    }
+
+    wire! {
+        struct Doc {
+            s: Field<String> = "s",
+            n: Field<i64> = "n",
+            x: Field<f64> = "x",
+            b: Field<bool> = "b",
+            stop: Field<Strings> = "stop",
+            code: Field<Code> = "code",
+            inner: Field<Obj<Inner>> = "inner",
+            list: Field<List<Obj<Inner>>> = "list",
+        }
+
+        struct Inner {
+            k: Field<i64> = "k",
+        }
     }
 
     #[test]

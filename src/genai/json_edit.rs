@@ -11,6 +11,8 @@
 
 use std::ops::Range;
 
+use super::scan;
+
 /// One top-level member of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -19,6 +21,7 @@ pub struct Member {
     pub value: Range<usize>,
 }
 
+#[inline]
 pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
         i += 1;
@@ -365,7 +368,7 @@ impl Repeats {
 /// reader reaches the value in the same state. A string ends at its first unescaped quote;
 /// [`string_end`] admits only contents that hold nothing serde's string reading rejects
 /// (control characters, unknown escapes, `\u` without four hex digits, invalid UTF-8). A number
-/// ends where JSON's grammar ends it ([`number_end`], serde's own); what follows it in the
+/// ends where JSON's grammar ends it ([`scan::number_end`], serde's own); what follows it in the
 /// learnt document is never a byte a number could go on with. The bytes from there on must be
 /// the learnt ones, a string's closing quote first, so the value closes where it did and the
 /// reader leaves it in the state it did; the same holds for each marked value in turn, and the
@@ -411,7 +414,7 @@ impl ValueSlot {
             let (mark, end, resume) =
                 if value.len() >= 2 && value.starts_with(b"\"") && value.ends_with(b"\"") {
                     (Mark::String, range.start + 1, range.end - 1)
-                } else if number_end(doc, range.start) == Some(range.end) {
+                } else if scan::number_end(doc, range.start) == Some(range.end) {
                     (Mark::Number, range.start, range.end)
                 } else {
                     continue;
@@ -452,7 +455,7 @@ impl ValueSlot {
                 let value_end = match self.marks[i - 1] {
                     // Up to the closing quote, which the next part starts with.
                     Mark::String => string_end(doc, at),
-                    Mark::Number => number_end(doc, at),
+                    Mark::Number => scan::number_end(doc, at),
                 };
                 let Some(value_end) = value_end else {
                     return false;
@@ -519,63 +522,11 @@ impl Patience {
     }
 }
 
-/// Where the number starting at `from` ends, when serde_json reads one there: JSON's grammar,
-/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`. A `0` followed by a digit ends at the `0`
-/// (serde rejects it; the digit is then where the caller expects something else).
-fn number_end(doc: &[u8], from: usize) -> Option<usize> {
-    let digits = |i: usize| {
-        i + doc
-            .get(i..)
-            .map_or(0, |d| d.iter().take_while(|b| b.is_ascii_digit()).count())
-    };
-    let mut i = from + usize::from(doc.get(from) == Some(&b'-'));
-    i = match doc.get(i)? {
-        b'0' => i + 1,
-        b'1'..=b'9' => digits(i),
-        _ => return None,
-    };
-    if doc.get(i) == Some(&b'.') {
-        let end = digits(i + 1);
-        if end == i + 1 {
-            return None;
-        }
-        i = end;
-    }
-    if matches!(doc.get(i), Some(b'e' | b'E')) {
-        i += 1 + usize::from(matches!(doc.get(i + 1), Some(b'+' | b'-')));
-        let end = digits(i);
-        if end == i {
-            return None;
-        }
-        i = end;
-    }
-    Some(i)
-}
-
 /// Where the string whose contents start at `from` closes (its closing quote), when serde_json
-/// reads those contents as a string: only JSON's escapes, no control character, valid UTF-8 (its
-/// `ignore_str`, on a document already checked to be UTF-8).
+/// reads those contents as a string: [`scan::string_end`]'s grammar, and valid UTF-8.
 fn string_end(doc: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        i += match *doc.get(i)? {
-            b'"' => break,
-            0x00..=0x1f => return None,
-            b'\\' => match doc.get(i + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-                Some(b'u')
-                    if doc
-                        .get(i + 2..i + 6)
-                        .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
-                {
-                    6
-                }
-                _ => return None,
-            },
-            _ => 1,
-        };
-    }
-    std::str::from_utf8(&doc[from..i]).is_ok().then_some(i)
+    let (end, _) = scan::string_end(doc, from)?;
+    std::str::from_utf8(&doc[from..end]).is_ok().then_some(end)
 }
 
 #[cfg(test)]
@@ -971,7 +922,7 @@ pub(crate) mod tests {
             let text = format!("[{}]", String::from_utf8_lossy(&body));
             let serde = serde_json::from_str::<Vec<serde::de::IgnoredAny>>(&text)
                 .is_ok_and(|v| v.len() == 1);
-            prop_assert_eq!(number_end(&doc, 0) == Some(body.len()), serde, "{}", text);
+            prop_assert_eq!(scan::number_end(&doc, 0) == Some(body.len()), serde, "{}", text);
         }
     }
 

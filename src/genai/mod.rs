@@ -13,6 +13,7 @@ pub mod json_edit;
 pub mod operation;
 pub mod provider;
 pub mod responses;
+pub mod scan;
 pub mod sse;
 
 pub use operation::{Api, Detected, Operation, detect};
@@ -61,6 +62,16 @@ pub fn parse_response(api: Api, body: &[u8], capture: bool) -> ResponseSummary {
 /// Reads an error body, whatever the API.
 pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
     chat::parse_api_error(body)
+}
+
+/// Whether the fast reader ([`scan`]) reads `body`, as every wire struct of every API, to what
+/// serde reads, wherever it reads it at all (for the fuzz target).
+pub fn readers_agree(body: &[u8]) -> bool {
+    chat::compare_readers(body)
+        .into_iter()
+        .chain(responses::compare_readers(body))
+        .chain(embeddings::compare_readers(body))
+        .all(|a| a != json::Agreement::Differs)
 }
 
 /// A streamed response being assembled, event by event.

@@ -17,6 +17,7 @@ use super::chat::{ApiErrorWire, UsageWire, output_type};
 use super::content;
 use super::json::{self, Field, Lenient, List, Obj, Taker};
 use super::json_edit::{self, ValueSlot};
+use super::scan::{Cursor, Scan, Scanned};
 use crate::exchange::{ApiError, RequestFacts};
 
 /// `conversation`: a string id, or an object with one.
@@ -38,49 +39,59 @@ impl<'de> Lenient<'de> for ConversationId {
         }
         Ok(id.map(ConversationId))
     }
+    fn scan_map(c: &mut Cursor<'de>) -> Scanned<Option<Self>> {
+        let mut id = None;
+        c.members(|c, key| {
+            if key == "id" {
+                id = Field::<String>::scan(c)?.get();
+                Ok(())
+            } else {
+                c.skip()
+            }
+        })?;
+        Ok(id.map(ConversationId))
+    }
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
         Ok(None)
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RequestWire {
-    model: Field<String>,
-    max_output_tokens: Field<i64>,
-    temperature: Field<f64>,
-    top_p: Field<f64>,
-    stream: Field<bool>,
-    text: Field<Obj<TextWire>>,
-    service_tier: Field<String>,
-    conversation: Field<ConversationId>,
-    tools: Field<List<Obj<ToolWire>>>,
+json::wire! {
+    struct RequestWire {
+        model: Field<String> = "model",
+        max_output_tokens: Field<i64> = "max_output_tokens",
+        temperature: Field<f64> = "temperature",
+        top_p: Field<f64> = "top_p",
+        stream: Field<bool> = "stream",
+        text: Field<Obj<TextWire>> = "text",
+        service_tier: Field<String> = "service_tier",
+        conversation: Field<ConversationId> = "conversation",
+        tools: Field<List<Obj<ToolWire>>> = "tools",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct TextWire {
-    format: Field<Obj<FormatWire>>,
+json::wire! {
+    struct TextWire {
+        format: Field<Obj<FormatWire>> = "format",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FormatWire {
-    #[serde(rename = "type")]
-    kind: Field<String>,
+json::wire! {
+    struct FormatWire {
+        kind: Field<String> = "type",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ToolWire {
-    #[serde(rename = "type")]
-    kind: Field<String>,
-    name: Field<String>,
+json::wire! {
+    struct ToolWire {
+        kind: Field<String> = "type",
+        name: Field<String> = "name",
+    }
 }
 
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::parse_object(body) {
+    let w: RequestWire = match json::read_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -111,33 +122,32 @@ pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
     (facts, t.issue())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct IncompleteWire {
-    reason: Field<String>,
+json::wire! {
+    struct IncompleteWire {
+        reason: Field<String> = "reason",
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct OutputItemWire {
-    #[serde(rename = "type")]
-    kind: Field<String>,
-    name: Field<String>,
+json::wire! {
+    struct OutputItemWire {
+        kind: Field<String> = "type",
+        name: Field<String> = "name",
+    }
 }
 
-/// The response object: the body of a non-streaming call, and inside stream events.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ResponseWire {
-    id: Field<String>,
-    model: Field<String>,
-    status: Field<String>,
-    service_tier: Field<String>,
-    error: Field<Obj<ApiErrorWire>>,
-    incomplete_details: Field<Obj<IncompleteWire>>,
-    usage: Field<Obj<UsageWire>>,
-    output: Field<List<Obj<OutputItemWire>>>,
-    conversation: Field<ConversationId>,
+json::wire! {
+    /// The response object: the body of a non-streaming call, and inside stream events.
+    struct ResponseWire {
+        id: Field<String> = "id",
+        model: Field<String> = "model",
+        status: Field<String> = "status",
+        service_tier: Field<String> = "service_tier",
+        error: Field<Obj<ApiErrorWire>> = "error",
+        incomplete_details: Field<Obj<IncompleteWire>> = "incomplete_details",
+        usage: Field<Obj<UsageWire>> = "usage",
+        output: Field<List<Obj<OutputItemWire>>> = "output",
+        conversation: Field<ConversationId> = "conversation",
+    }
 }
 
 /// One stream event's data: `{"type": "response.…", "response": {…}, …}`. Its response object
@@ -201,7 +211,7 @@ fn outcome(
 /// Reads a response object (complete or a snapshot from a stream event) and folds it into
 /// `summary`; with `capture`, a finished one's output too.
 fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(), String> {
-    let w: ResponseWire = json::parse_object(raw)?;
+    let w: ResponseWire = json::read_object(raw)?;
     if let Some(reason) = fold(summary, w)
         && capture
     {
@@ -385,6 +395,15 @@ impl ResponsesStream {
     }
 }
 
+/// How the two readers compare on `body` read as each of this module's documents (for tests
+/// and the fuzz target).
+pub(crate) fn compare_readers(body: &[u8]) -> Vec<json::Agreement> {
+    vec![
+        json::compare::<RequestWire>(body),
+        json::compare::<ResponseWire>(body),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +411,37 @@ mod tests {
     use crate::genai::fixture;
     use crate::genai::sse::SseDecoder;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_fast_reader_reads_as_serde_does() {
+        use json::Wire;
+        let keys = [
+            <RequestWire as Wire>::KEYS,
+            <TextWire as Wire>::KEYS,
+            <FormatWire as Wire>::KEYS,
+            <ToolWire as Wire>::KEYS,
+            <IncompleteWire as Wire>::KEYS,
+            <OutputItemWire as Wire>::KEYS,
+            <ResponseWire as Wire>::KEYS,
+            <UsageWire as Wire>::KEYS,
+            <ApiErrorWire as Wire>::KEYS,
+        ]
+        .concat();
+        let request = fixture("responses_request.json");
+        let response = fixture("responses_response.json");
+        let recorded = [&request[..], &response[..]];
+        json::tests::agreement_holds(json::tests::documents(&keys), compare_readers);
+        json::tests::replacements_agree(&recorded, compare_readers);
+    }
+
+    #[test]
+    fn recorded_documents_are_read_by_the_fast_reader() {
+        use json::Agreement::Same;
+        let request = fixture("responses_request.json");
+        assert_eq!(json::compare::<RequestWire>(&request), Same);
+        let response = fixture("responses_response.json");
+        assert_eq!(json::compare::<ResponseWire>(&response), Same);
+    }
 
     #[test]
     fn request_parameters() {
