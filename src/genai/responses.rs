@@ -8,14 +8,12 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde::de::{MapAccess, SeqAccess};
-use serde_json::value::RawValue;
 
 use super::ResponseSummary;
 use super::chat::{ApiErrorWire, UsageWire, output_type};
 use super::content;
-use super::json::{self, Field, Lenient, List, Obj, Taker};
+use super::json::{self, Field, Lenient, List, Obj, Raw, Taker};
 use super::json_edit::{self, ValueSlot};
 use super::scan::{Cursor, Scan, Scanned};
 use crate::exchange::{ApiError, RequestFacts};
@@ -150,18 +148,17 @@ json::wire! {
     }
 }
 
-/// One stream event's data: `{"type": "response.…", "response": {…}, …}`. Its response object
-/// is `R`: kept raw (`&RawValue`) to be read on its own, or read in the same pass
-/// (`Field<Obj<ResponseWire>>`).
-#[derive(Deserialize)]
-struct EventWire<'a, R> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Field<Cow<'a, str>>,
-    #[serde(default = "Option::default")]
-    response: Option<R>,
-    /// `error` events carry their code at the top level.
-    #[serde(default)]
-    code: Field<json::Code>,
+json::wire! {
+    /// One stream event's data: `{"type": "response.…", "response": {…}, …}`. Its response
+    /// object is `R`: kept raw (`Raw`) to be read on its own, or read in the same pass
+    /// (`Field<Obj<ResponseWire>>`).
+    struct EventWire<'a, R> {
+        #[serde(borrow)]
+        kind: Field<Cow<'a, str>> = "type",
+        response: Option<R> = "response",
+        /// `error` events carry their code at the top level.
+        code: Field<json::Code> = "code",
+    }
 }
 
 /// An event as read: its type, its error code (`error` events) and its response object.
@@ -178,7 +175,7 @@ struct Event<'a> {
 )]
 enum Object<'a> {
     Read(ResponseWire),
-    Raw(&'a RawValue),
+    Raw(Raw<'a>),
 }
 
 /// Finish reason and error for a response status.
@@ -271,7 +268,7 @@ fn fold(summary: &mut ResponseSummary, w: ResponseWire) -> Option<String> {
 /// so its issue is reported where it was; an event that pass takes reads the same either way.
 fn read_event(data: &[u8], one_pass: bool) -> Result<Event<'_>, String> {
     if one_pass
-        && let Ok(e) = json::parse_object::<EventWire<'_, Field<Obj<ResponseWire>>>>(data)
+        && let Ok(e) = json::read_object::<EventWire<'_, Field<Obj<ResponseWire>>>>(data)
         && let Some(response) = match e.response {
             None => Some(None),
             Some(Field::Present(Obj(w))) => Some(Some(Object::Read(w))),
@@ -284,7 +281,7 @@ fn read_event(data: &[u8], one_pass: bool) -> Result<Event<'_>, String> {
             response,
         });
     }
-    let e: EventWire<'_, &RawValue> = json::parse_object(data)?;
+    let e: EventWire<'_, Raw<'_>> = json::read_object(data)?;
     Ok(Event {
         kind: e.kind.get().unwrap_or_default(),
         code: e.code,
@@ -401,6 +398,8 @@ pub(crate) fn compare_readers(body: &[u8]) -> Vec<json::Agreement> {
     vec![
         json::compare::<RequestWire>(body),
         json::compare::<ResponseWire>(body),
+        json::compare::<EventWire<'_, Field<Obj<ResponseWire>>>>(body),
+        json::compare::<EventWire<'_, Raw<'_>>>(body),
     ]
 }
 
@@ -425,11 +424,17 @@ mod tests {
             <ResponseWire as Wire>::KEYS,
             <UsageWire as Wire>::KEYS,
             <ApiErrorWire as Wire>::KEYS,
+            <EventWire<'_, Raw<'_>> as Wire>::KEYS,
         ]
         .concat();
-        let request = fixture("responses_request.json");
-        let response = fixture("responses_response.json");
-        let recorded = [&request[..], &response[..]];
+        let mut recorded = vec![
+            fixture("responses_request.json"),
+            fixture("responses_response.json"),
+        ];
+        SseDecoder::new(1 << 20).push(&fixture("responses_stream.sse"), &mut |e| {
+            recorded.push(e.data.to_vec());
+        });
+        let recorded: Vec<&[u8]> = recorded.iter().map(Vec::as_slice).collect();
         json::tests::agreement_holds(json::tests::documents(&keys), compare_readers);
         json::tests::replacements_agree(&recorded, compare_readers);
     }
