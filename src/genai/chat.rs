@@ -63,7 +63,7 @@ json::wire! {
 /// Reads the request parameters. The second value names what could not be read, if anything:
 /// the whole body (not JSON) or the fields whose type was unexpected.
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::read_object(body) {
+    let w: RequestWire = match json::parse_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -326,7 +326,7 @@ impl CompletionWire<'_> {
 /// Reads a complete (non-streaming) response; with `capture`, its output messages too.
 pub fn parse_response(body: &[u8], capture: bool) -> ResponseSummary {
     let mut stream = ChatStream::new(capture);
-    match json::read_object::<CompletionWire<'_>>(body) {
+    match json::parse_object::<CompletionWire<'_>>(body) {
         Ok(w) => {
             stream.apply(w);
             let mut summary = stream.finish();
@@ -440,7 +440,7 @@ impl ChatStream {
         // not be read. The slot learns nothing while capture is on.
         let read = cut
             && ((!self.capture && self.text_only.matches(&middle))
-                || match json::read_object::<CompletionWire<'_>>(&middle) {
+                || match json::parse_object::<CompletionWire<'_>>(&middle) {
                     Ok(w) if !w.names_a_cut_member(|key| self.repeats.cuts(key)) => {
                         if self.capture {
                             self.text_only.forget();
@@ -457,7 +457,7 @@ impl ChatStream {
             return true;
         }
         self.text_only.forget();
-        match json::read_object::<CompletionWire<'_>>(data) {
+        match json::parse_object::<CompletionWire<'_>>(data) {
             Ok(w) => {
                 self.repeats
                     .learn(data, |key| key != CompletionWire::READ_EVERY_CHUNK);
@@ -638,7 +638,7 @@ json::wire! {
 
 /// Reads an OpenAI-style error body (`{"error": {"code", "type", "message"}}`).
 pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
-    json::read_object::<ErrorBodyWire>(body)
+    json::parse_object::<ErrorBodyWire>(body)
         .ok()
         .and_then(|w| w.error.get())
         .map(|Obj(e)| e.into())

@@ -17,7 +17,7 @@ json::wire! {
 }
 
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::read_object(body) {
+    let w: RequestWire = match json::parse_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -63,9 +63,7 @@ json::wire! {
     struct ItemWire {
         embedding: Field<VectorLength> = "embedding",
     }
-}
 
-json::wire! {
     struct UsageWire {
         prompt_tokens: Field<i64> = "prompt_tokens",
     }
@@ -81,7 +79,7 @@ json::wire! {
 
 pub fn parse_response(body: &[u8]) -> ResponseSummary {
     let mut summary = ResponseSummary::default();
-    match json::read_object::<ResponseWire>(body) {
+    match json::parse_object::<ResponseWire>(body) {
         Ok(w) => {
             summary.facts.model = w.model.get();
             summary.facts.usage.input_tokens = w.usage.get().and_then(|u| u.0.prompt_tokens.get());

@@ -4,7 +4,7 @@
 //! whose `temperature` is a string still yields its model), and describing a parse failure
 //! without quoting the input (serde's own messages can echo values, which may be content);
 //! [`wire!`], which declares a wire struct once for both its readers, serde's and the faster
-//! [`scan`](super::scan) cursor's, and [`read_object`], which tries the cursor first. Does not:
+//! [`scan`](super::scan) cursor's, and [`parse_object`], which tries the cursor first. Does not:
 //! know any OpenAI schema; `chat` and friends declare their wire structs with it.
 
 use std::borrow::Cow;
@@ -376,9 +376,7 @@ pub fn compare<'de, T: Wire<'de> + fmt::Debug>(body: &'de [u8]) -> Agreement {
     let Ok(text) = std::str::from_utf8(body) else {
         return Agreement::Unread;
     };
-    let mut c = Cursor::new(text);
-    let fast = T::scan_object(&mut c).and_then(|w| c.end().map(|()| w));
-    match (fast, serde_json::from_str::<T>(text)) {
+    match (scan_whole::<T>(text), serde_json::from_str::<T>(text)) {
         (Err(Declined), Err(_)) => Agreement::Unread,
         (Err(Declined), Ok(_)) => Agreement::Declined,
         (Ok(fast), Ok(serde)) if format!("{serde:?}") == format!("{fast:?}") => Agreement::Same,
@@ -465,25 +463,9 @@ impl Taker {
     }
 }
 
-/// Parses a document that must be a JSON object. The error text never quotes the input.
-pub fn parse_object<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, String> {
-    read(body, |_| Err(Declined))
-}
-
-/// [`parse_object`] for a wire struct: the cursor reads it when it is ordinary, serde_json
-/// otherwise, to the same answer.
-pub fn read_object<'de, T: Wire<'de>>(body: &'de [u8]) -> Result<T, String> {
-    read(body, |text| {
-        let mut c = Cursor::new(text);
-        let w = T::scan_object(&mut c)?;
-        c.end().map(|()| w)
-    })
-}
-
-fn read<'de, T: Deserialize<'de>>(
-    body: &'de [u8],
-    fast: impl FnOnce(&'de str) -> Scanned<T>,
-) -> Result<T, String> {
+/// Parses a document that must be a JSON object into a wire struct: the cursor reads it when it
+/// is ordinary, serde_json otherwise, to the same answer. The error text never quotes the input.
+pub fn parse_object<'de, T: Wire<'de>>(body: &'de [u8]) -> Result<T, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Err("empty body".to_owned()),
@@ -491,8 +473,8 @@ fn read<'de, T: Deserialize<'de>>(
         Some(_) => return Err("body is not a JSON object".to_owned()),
     }
     match std::str::from_utf8(body) {
-        // Validated in one pass here, the parser need not check each string it reads again.
-        Ok(text) => match fast(text) {
+        // Validated in one pass here, the readers need not check each string again.
+        Ok(text) => match scan_whole(text) {
             Ok(w) => return Ok(w),
             Err(Declined) => serde_json::from_str(text),
         },
@@ -500,6 +482,13 @@ fn read<'de, T: Deserialize<'de>>(
         Err(_) => serde_json::from_slice(body),
     }
     .map_err(|e| describe(&e))
+}
+
+/// The cursor's reading of the whole of `text`.
+fn scan_whole<'de, T: Wire<'de>>(text: &'de str) -> Scanned<T> {
+    let mut c = Cursor::new(text);
+    let w = T::scan_object(&mut c)?;
+    c.end().map(|()| w)
 }
 
 /// A content-free description of a serde_json error: its category and position only.
@@ -519,7 +508,6 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
-    use serde::Deserialize;
 
     /// Values of every kind, in the forms the cursor reads and those it must decline or leave
     /// to serde: escapes, `-0`, long integers, out-of-range floats, malformed tokens.
@@ -752,11 +740,11 @@ pub(crate) mod tests {
 
     #[test]
     fn text_is_read_whatever_its_script_and_invalid_utf8_is_located() {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Borrowing<'a> {
-            #[serde(borrow)]
-            s: Field<Cow<'a, str>>,
+        wire! {
+            struct Borrowing<'a> {
+                #[serde(borrow)]
+                s: Field<Cow<'a, str>> = "s",
+            }
         }
         let d: Borrowing<'_> = parse_object("{\"s\":\"héllo → 世界\"}".as_bytes()).unwrap();
         assert!(matches!(d.s, Field::Present(Cow::Borrowed("héllo → 世界"))));

@@ -67,9 +67,7 @@ json::wire! {
         conversation: Field<ConversationId> = "conversation",
         tools: Field<List<Obj<ToolWire>>> = "tools",
     }
-}
 
-json::wire! {
     struct TextWire {
         format: Field<Obj<FormatWire>> = "format",
     }
@@ -79,9 +77,7 @@ json::wire! {
     struct FormatWire {
         kind: Field<String> = "type",
     }
-}
 
-json::wire! {
     struct ToolWire {
         kind: Field<String> = "type",
         name: Field<String> = "name",
@@ -89,7 +85,7 @@ json::wire! {
 }
 
 pub fn parse_request(body: &[u8]) -> (RequestFacts, Option<String>) {
-    let w: RequestWire = match json::read_object(body) {
+    let w: RequestWire = match json::parse_object(body) {
         Ok(w) => w,
         Err(e) => return (RequestFacts::default(), Some(e)),
     };
@@ -124,9 +120,7 @@ json::wire! {
     struct IncompleteWire {
         reason: Field<String> = "reason",
     }
-}
 
-json::wire! {
     struct OutputItemWire {
         kind: Field<String> = "type",
         name: Field<String> = "name",
@@ -146,9 +140,7 @@ json::wire! {
         output: Field<List<Obj<OutputItemWire>>> = "output",
         conversation: Field<ConversationId> = "conversation",
     }
-}
 
-json::wire! {
     /// One stream event's data: `{"type": "response.…", "response": {…}, …}`. Its response
     /// object is `R`: kept raw (`Raw`) to be read on its own, or read in the same pass
     /// (`Field<Obj<ResponseWire>>`).
@@ -208,7 +200,7 @@ fn outcome(
 /// Reads a response object (complete or a snapshot from a stream event) and folds it into
 /// `summary`; with `capture`, a finished one's output too.
 fn apply(summary: &mut ResponseSummary, raw: &[u8], capture: bool) -> Result<(), String> {
-    let w: ResponseWire = json::read_object(raw)?;
+    let w: ResponseWire = json::parse_object(raw)?;
     if let Some(reason) = fold(summary, w)
         && capture
     {
@@ -268,7 +260,7 @@ fn fold(summary: &mut ResponseSummary, w: ResponseWire) -> Option<String> {
 /// so its issue is reported where it was; an event that pass takes reads the same either way.
 fn read_event(data: &[u8], one_pass: bool) -> Result<Event<'_>, String> {
     if one_pass
-        && let Ok(e) = json::read_object::<EventWire<'_, Field<Obj<ResponseWire>>>>(data)
+        && let Ok(e) = json::parse_object::<EventWire<'_, Field<Obj<ResponseWire>>>>(data)
         && let Some(response) = match e.response {
             None => Some(None),
             Some(Field::Present(Obj(w))) => Some(Some(Object::Read(w))),
@@ -281,7 +273,7 @@ fn read_event(data: &[u8], one_pass: bool) -> Result<Event<'_>, String> {
             response,
         });
     }
-    let e: EventWire<'_, Raw<'_>> = json::read_object(data)?;
+    let e: EventWire<'_, Raw<'_>> = json::parse_object(data)?;
     Ok(Event {
         kind: e.kind.get().unwrap_or_default(),
         code: e.code,

@@ -4,7 +4,7 @@
 //! types of [`json`](super::json) exactly as serde_json reads it, or declines; and JSON's
 //! grammar as serde_json applies it ([`string_end`], [`number_end`]). Does not: describe what is
 //! wrong with a document. Declining is always allowed and costs only a second reading:
-//! [`json::read_object`](super::json::read_object) then hands the document to serde_json, whose
+//! [`json::parse_object`](super::json::parse_object) then hands the document to serde_json, whose
 //! answer (or error) it has always been. So the cursor accepts only what it reads to serde's
 //! answer and declines the rest: malformed JSON, a key written with escapes, a member named
 //! twice, an integer of more than 18 digits, a container nested deeper than [`MAX_DEPTH`], a
