@@ -604,7 +604,7 @@ pub(crate) mod tests {
             }
         }
         const MARK: &str = "\u{1}mark\u{1}";
-        let (mut same, mut read) = (0, 0);
+        let mut tally = Tally::default();
         for doc in recorded {
             // As every wire struct of the module: they skip the members they do not name.
             assert!(
@@ -622,18 +622,34 @@ pub(crate) mod tests {
                 let marked = marked.to_string();
                 for leaf in LEAVES {
                     let variant = marked.replace("\"\\u0001mark\\u0001\"", leaf);
-                    for agreement in compare(variant.as_bytes()) {
-                        assert_ne!(agreement, Agreement::Differs, "{variant}");
-                        read += usize::from(agreement != Agreement::Unread);
-                        same += usize::from(agreement == Agreement::Same);
-                    }
+                    tally.add(&variant, compare(variant.as_bytes()));
                 }
             }
         }
         assert!(
-            same * 2 > read,
-            "the cursor read {same} of the {read} serde read"
+            tally.same * 2 > tally.read,
+            "the cursor read {} of the {} serde read",
+            tally.same,
+            tally.read
         );
+    }
+
+    /// How many readings serde made, and how many of them the cursor made alike.
+    #[derive(Default)]
+    struct Tally {
+        read: usize,
+        same: usize,
+    }
+
+    impl Tally {
+        /// Counts `doc`'s readings; none may differ.
+        fn add(&mut self, doc: &str, agreements: Vec<Agreement>) {
+            for agreement in agreements {
+                assert_ne!(agreement, Agreement::Differs, "{doc}");
+                self.read += usize::from(agreement != Agreement::Unread);
+                self.same += usize::from(agreement == Agreement::Same);
+            }
+        }
     }
 
     /// The cursor's readings of `strategy`'s documents as `compare` makes them: each must agree with
@@ -643,24 +659,22 @@ pub(crate) mod tests {
         compare: impl Fn(&[u8]) -> Vec<Agreement>,
     ) {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
-        let (mut same, mut read) = (0, 0);
+        let mut tally = Tally::default();
         for _ in 0..2000 {
             let doc = strategy
                 .new_tree(&mut runner)
                 .expect("a document")
                 .current();
-            for agreement in compare(doc.as_bytes()) {
-                assert_ne!(agreement, Agreement::Differs, "{doc}");
-                read += usize::from(agreement != Agreement::Unread);
-                same += usize::from(agreement == Agreement::Same);
-            }
+            tally.add(&doc, compare(doc.as_bytes()));
         }
         // The documents often give a field the wrong kind of container, which the cursor leaves
         // to serde as it leaves escaped keys and long integers: it read 48–72 % of what serde
         // read when this was written.
         assert!(
-            same * 3 > read,
-            "the cursor read {same} of the {read} serde read"
+            tally.same * 3 > tally.read,
+            "the cursor read {} of the {} serde read",
+            tally.same,
+            tally.read
         );
     }
 

@@ -308,37 +308,35 @@ impl<'de> Cursor<'de> {
         &mut self,
         mut member: impl FnMut(&mut Self, &'de str) -> Scanned<()>,
     ) -> Scanned<()> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.key()?;
-            member(self, key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err(Declined),
-            }
-        }
+        self.items(b'{', b'}', |c| {
+            let key = c.key()?;
+            member(c, key)
+        })
     }
 
     /// Reads the array at the cursor, `element` reading each element.
-    pub fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Scanned<()>) -> Scanned<()> {
-        self.eat(b'[')?;
-        if self.peek()? == b']' {
+    pub fn elements(&mut self, element: impl FnMut(&mut Self) -> Scanned<()>) -> Scanned<()> {
+        self.items(b'[', b']', element)
+    }
+
+    /// `open`, then `item` read again after each comma, then `close`: an object's or an array's
+    /// frame, with no comma after the last item.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Scanned<()>,
+    ) -> Scanned<()> {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.at += 1;
             return Ok(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b']' => {
+                b if b == close => {
                     self.at += 1;
                     return Ok(());
                 }
