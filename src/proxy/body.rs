@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -180,6 +180,8 @@ pin_project! {
         idle: Duration,
         waiting_since: Option<Instant>,
         timer: Option<Pin<Box<Sleep>>>,
+        // The task the armed timer wakes.
+        wakes: Option<Waker>,
         timed_out: bool,
     }
 }
@@ -191,6 +193,7 @@ impl<B> IdleTimeout<B> {
             idle,
             waiting_since: None,
             timer: None,
+            wakes: None,
             timed_out: false,
         }
     }
@@ -216,6 +219,16 @@ impl<B: Body> Body for IdleTimeout<B> {
             return Poll::Pending;
         }
         let deadline = *this.waiting_since.get_or_insert_with(Instant::now) + *this.idle;
+        // Armed, not yet fired, and registered with this task: it will wake this task (early,
+        // when it was armed for an earlier wait) and be polled then. Polling it at every wait
+        // only registered the same waker again (a stream waits twice a chunk, and tokio's
+        // `Sleep::poll` took about 120 instructions each time).
+        if let (Some(timer), Some(wakes)) = (this.timer.as_ref(), this.wakes.as_ref())
+            && !timer.is_elapsed()
+            && wakes.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -227,6 +240,9 @@ impl<B: Body> Body for IdleTimeout<B> {
                 return Poll::Ready(Some(Err(IdleError::Idle(*this.idle))));
             }
             timer.as_mut().reset(deadline);
+        }
+        if !this.wakes.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *this.wakes = Some(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -386,7 +402,12 @@ mod tests {
         }
         let _tx = sender.await.unwrap();
         let started = Instant::now();
-        match body.frame().await {
+        // Bounded: a timer armed for an earlier wait that fires early must be moved on, or
+        // nothing wakes the body again.
+        match tokio::time::timeout(Duration::from_secs(3600), body.frame())
+            .await
+            .expect("woken when the silence ran out")
+        {
             Some(Err(IdleError::Idle(d))) => assert_eq!(d, Duration::from_secs(10)),
             other => panic!("expected an idle timeout, got {other:?}"),
         }
@@ -407,6 +428,21 @@ mod tests {
         assert!(body.frame().await.unwrap().is_ok());
         drop(tx);
         assert!(body.frame().await.is_none(), "a clean end passes through");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_waited_for_by_another_task_still_times_out() {
+        let (mut body, _tx) = idle_body(Duration::from_secs(10));
+        // Armed while polled with a waker that wakes nothing, then waited for by this task.
+        let mut elsewhere = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut elsewhere).is_pending());
+        let started = Instant::now();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(
+            matches!(waited, Ok(Some(Err(IdleError::Idle(_))))),
+            "the timer woke the task that waits: {waited:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
