@@ -122,26 +122,12 @@ enum Verdict {
     Cut(Range<usize>),
 }
 
-fn verdict(event: &[u8]) -> Verdict {
+/// `one_line`: where the event's only line ends, when [`event_end`] found it to be one line.
+fn verdict(event: &[u8], one_line: Option<usize>) -> Verdict {
     let Some(first_usage) = USAGE_KEY.find(event) else {
         return Verdict::Keep;
     };
-    // The data line: OpenAI-compatible servers send one per chunk.
-    let mut data = None;
-    let mut start = 0;
-    while start < event.len() {
-        let end = memchr::memchr2(b'\n', b'\r', &event[start..]).map_or(event.len(), |i| start + i);
-        let line = &event[start..end];
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            if data.is_some() {
-                return Verdict::Keep;
-            }
-            let skip = usize::from(rest.first() == Some(&b' '));
-            data = Some(start + 5 + skip..end);
-        }
-        start = end + 1;
-    }
-    let Some(data) = data else {
+    let Some(data) = data_line(event, one_line) else {
         return Verdict::Keep;
     };
     let payload = &event[data.clone()];
@@ -151,6 +137,32 @@ fn verdict(event: &[u8]) -> Verdict {
         return Verdict::Cut(data.start + cut.range.start..data.start + cut.range.end);
     }
     walked_verdict(payload, data.start)
+}
+
+/// The value of the event's data line, when it has exactly one (OpenAI-compatible servers send
+/// one per chunk). An event [`event_end`] found to be one line is that line: it is not split
+/// again.
+fn data_line(event: &[u8], one_line: Option<usize>) -> Option<Range<usize>> {
+    let value = |start: usize, end: usize| {
+        let rest = event[start..end].strip_prefix(b"data:")?;
+        Some(start + 5 + usize::from(rest.first() == Some(&b' '))..end)
+    };
+    if let Some(end) = one_line {
+        return value(0, end);
+    }
+    let mut data = None;
+    let mut start = 0;
+    while start < event.len() {
+        let end = memchr::memchr2(b'\n', b'\r', &event[start..]).map_or(event.len(), |i| start + i);
+        if let Some(v) = value(start, end) {
+            if data.is_some() {
+                return None;
+            }
+            data = Some(v);
+        }
+        start = end + 1;
+    }
+    data
 }
 
 /// Where a trailing `"usage":null` member sits: its key, and the bytes that remove it.
@@ -215,9 +227,21 @@ fn walked_verdict(payload: &[u8], offset: usize) -> Verdict {
     Verdict::Cut(offset + cut.start..offset + cut.end)
 }
 
-/// The end of the first complete event in `b` (just past its blank line), if any.
-fn event_end(b: &[u8]) -> Option<usize> {
+/// The first complete event of a buffer.
+#[derive(Debug, PartialEq)]
+struct EventEnd {
+    /// Just past its blank line.
+    len: usize,
+    /// Where its line ends, when it has one line (as every chunk of OpenAI-compatible servers
+    /// does).
+    one_line: Option<usize>,
+}
+
+/// The first complete event in `b`, if any.
+fn event_end(b: &[u8]) -> Option<EventEnd> {
     let mut line_start = 0;
+    let mut first_end = None;
+    let mut lines = 0usize;
     while let Some(offset) = memchr::memchr2(b'\n', b'\r', &b[line_start..]) {
         let at = line_start + offset;
         let mut next = at + 1;
@@ -231,8 +255,13 @@ fn event_end(b: &[u8]) -> Option<usize> {
             }
         }
         if at == line_start {
-            return Some(next);
+            return Some(EventEnd {
+                len: next,
+                one_line: first_end.filter(|_| lines == 1),
+            });
         }
+        first_end.get_or_insert(at);
+        lines += 1;
         line_start = next;
     }
     None
@@ -275,9 +304,9 @@ impl UsageStripper {
             // `None` while every event so far is kept as it is: `buf[..at]` goes out whole.
             let mut out: Option<BytesMut> = None;
             let mut at = 0;
-            while let Some(end) = event_end(&buf[at..]) {
+            while let Some(EventEnd { len: end, one_line }) = event_end(&buf[at..]) {
                 let event = &buf[at..at + end];
-                let verdict = verdict(event);
+                let verdict = verdict(event, one_line);
                 let out = match (&mut out, &verdict) {
                     (Some(out), _) => out,
                     (None, Verdict::Keep) => {
@@ -449,11 +478,12 @@ mod tests {
 
     #[test]
     fn events_end_at_a_blank_line_whatever_the_line_endings() {
-        assert_eq!(event_end(b"data: a\n\ndata: b\n\n"), Some(9));
-        assert_eq!(event_end(b"data: a\r\n\r\nrest"), Some(11));
-        assert_eq!(event_end(b"data: a\r\rrest"), Some(9));
-        assert_eq!(event_end(b"id: 1\ndata: a\n\n"), Some(15));
-        assert_eq!(event_end(b"\n"), Some(1));
+        let end = |len, one_line| Some(EventEnd { len, one_line });
+        assert_eq!(event_end(b"data: a\n\ndata: b\n\n"), end(9, Some(7)));
+        assert_eq!(event_end(b"data: a\r\n\r\nrest"), end(11, Some(7)));
+        assert_eq!(event_end(b"data: a\r\rrest"), end(9, Some(7)));
+        assert_eq!(event_end(b"id: 1\ndata: a\n\n"), end(15, None));
+        assert_eq!(event_end(b"\n"), end(1, None));
         assert_eq!(event_end(b"data: a\r\n"), None);
         assert_eq!(event_end(b"data: a\r"), None);
         assert_eq!(
@@ -566,7 +596,40 @@ mod tests {
                 prop_assert_eq!(fast.range, walked.clone());
             }
             let event = format!("data: {text}\n\n");
-            prop_assert_eq!(verdict(event.as_bytes()), Verdict::Cut(6 + walked.start..6 + walked.end));
+            prop_assert_eq!(verdict(event.as_bytes(), None), Verdict::Cut(6 + walked.start..6 + walked.end));
+        }
+
+        /// An event found to be one line is judged as the line walk judges it.
+        #[test]
+        fn one_line_events_are_judged_as_split_ones(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "data: {\"choices\":[],\"usage\":null}", "data:{\"a\":1,\"usage\":null}",
+                    "data: {\"usage\":{\"total_tokens\":1},\"choices\":[]}", "data:", "id: 1",
+                    ": usage", "event: usage", "data: \"usage\"",
+                ]),
+                1..4,
+            ),
+            ends in proptest::collection::vec(proptest::sample::select(vec!["\n", "\r", "\r\n"]), 4),
+            // Something always follows, so a closing `\r` is not half of a `\r\n`.
+            tail in proptest::sample::select(vec!["rest", "data: {\"usage\":null}\n\n", "\r"]),
+        ) {
+            let mut event = String::new();
+            for (line, end) in lines.iter().zip(&ends) {
+                event.push_str(line);
+                event.push_str(end);
+            }
+            // A `\r` then a `\n` is one line end, not a line end and a blank line.
+            let blank = if event.ends_with('\r') && ends[3] == "\n" { "\r" } else { ends[3] };
+            event.push_str(blank);
+            event.push_str(tail);
+            let b = event.as_bytes();
+            let Some(found) = event_end(b) else {
+                return Err(TestCaseError::fail("a blank line ends every event here"));
+            };
+            prop_assert_eq!(found.one_line.is_some(), lines.len() == 1);
+            let whole = &b[..found.len];
+            prop_assert_eq!(verdict(whole, found.one_line), verdict(whole, None));
         }
 
         #[test]
