@@ -3,11 +3,12 @@
 //!
 //! Owns: [`Tap`], the sending end of one exchange's observation channel, and [`TapBody`], a body
 //! wrapper that yields every frame unchanged and puts a cheap `Bytes` clone on the tap. Events
-//! are handed over in batches (at the end, whenever the body waits for the upstream, or every
-//! few dozen frames of a burst), and the observer is only started by the first hand-over, so a
-//! small exchange wakes its observer once rather than once per event. The tap ends exactly
-//! once: at the end of the body, on a body error, or, when it is dropped first (the client went
-//! away), as cancelled. Does not: parse anything, block, or wait for the observer: a full
+//! are handed over in batches (at the end, every few dozen frames of a burst, and when the body
+//! waits for the upstream with more pending than a few small frames, which are copied and held
+//! instead), and the observer is only started by the first hand-over, so a small exchange wakes
+//! its observer once and a stream once every few chunks, rather than once per event. The tap
+//! ends exactly once: at the end of the body, on a body error, or, when it is dropped first (the
+//! client went away), as cancelled. Does not: parse anything, block, or wait for the observer: a full
 //! channel loses observation data (and says so at the end), never forwarding time.
 
 use std::pin::Pin;
@@ -127,6 +128,12 @@ pub type Batch = Vec<TapEvent>;
 /// rather than once per frame.
 const BATCH: usize = 32;
 
+/// While the body waits, the tap holds at most this many events and this many bytes of frames
+/// (copies) rather than handing them over: a stream's chunks reach the observer a few at a
+/// time, not one wake-up of its task each (about 1.2k instructions a hand-over).
+const HOLD_EVENTS: usize = 16;
+const HOLD_BYTES: usize = 1024;
+
 /// Starts the exchange's observer; called on the first hand-over, so an exchange that ends
 /// quickly costs its observer one wake-up in all.
 pub type Launch = Box<dyn FnOnce() + Send>;
@@ -138,6 +145,10 @@ pub struct Tap {
     last: Option<mpsc::OwnedPermit<Batch>>,
     launch: Option<Launch>,
     pending: Batch,
+    /// How many pending events, from the first, may be held across a wait (frames copied).
+    held: usize,
+    /// The bytes of the frames among them.
+    held_bytes: usize,
     batch: usize,
     lost: bool,
 }
@@ -164,6 +175,8 @@ impl Tap {
                 last,
                 launch: None,
                 pending: Vec::new(),
+                held: 0,
+                held_bytes: 0,
                 batch,
                 lost: false,
             },
@@ -192,13 +205,45 @@ impl Tap {
         }
     }
 
-    /// Hands over what is pending. The tap does so whenever its body waits for the upstream:
-    /// a frame is a slice of the connection's read buffer, and a copy held across a wait would
-    /// keep that whole buffer alive for as long as the stream idles.
-    pub fn flush(&mut self) {
+    /// The body waits for the upstream: hands over what is pending, unless all of it may be
+    /// held. A frame is a slice of the connection's read buffer, and held across a wait it would
+    /// keep that whole buffer alive for as long as the stream idles; so a small frame is copied
+    /// out of it instead, and held with the others until [`HOLD_EVENTS`] or [`HOLD_BYTES`]. The
+    /// request's body is never held (it may be large): the first wait hands it over.
+    pub fn wait(&mut self) {
         if self.lost || self.pending.is_empty() {
             return;
         }
+        if self.pending.len() < HOLD_EVENTS && self.hold() {
+            return;
+        }
+        self.flush();
+    }
+
+    /// Makes the pending events holdable (small frames copied), or says they are not.
+    fn hold(&mut self) -> bool {
+        for event in &mut self.pending[self.held..] {
+            match event {
+                TapEvent::ResponseHead(_) => {}
+                TapEvent::Data(bytes, _) if self.held_bytes + bytes.len() <= HOLD_BYTES => {
+                    self.held_bytes += bytes.len();
+                    let copy = Bytes::copy_from_slice(bytes);
+                    *bytes = copy;
+                }
+                _ => return false,
+            }
+            self.held += 1;
+        }
+        true
+    }
+
+    /// Hands over what is pending.
+    fn flush(&mut self) {
+        if self.lost || self.pending.is_empty() {
+            return;
+        }
+        self.held = 0;
+        self.held_bytes = 0;
         let batch = std::mem::take(&mut self.pending);
         if self.tx.try_send(batch).is_err() {
             // From here on the observer's picture has a gap: stop sending rather than deliver a
@@ -318,7 +363,7 @@ impl<B: Body<Data = Bytes>> Body for TapBody<B> {
                 tap.end(Ending::Complete);
                 *this.tap = None;
             }
-            Poll::Pending => tap.flush(),
+            Poll::Pending => tap.wait(),
         }
         polled
     }
@@ -512,24 +557,93 @@ mod tests {
         assert_eq!(endings(&rest), vec![(Ending::Complete, false)]);
     }
 
+    /// Polls `body` once with a waker that wakes nothing: it must wait.
+    fn poll_waiting<B: Body + Unpin>(body: &mut B) {
+        let waiting = futures_core::Stream::poll_next(
+            std::pin::Pin::new(&mut BodyStream(body)),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        assert!(waiting.is_pending());
+    }
+
     #[tokio::test]
-    async fn what_is_pending_is_handed_over_when_the_body_waits() {
+    async fn small_frames_are_copied_and_held_across_waits_until_enough_are() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
         let (tap, mut taps) = Tap::channel(1024);
+        let mut body = TapBody::new(upstream, tap, io_kind);
+        let chunk = Bytes::from(vec![b'x'; HOLD_BYTES / 4]);
+        for _ in 0..4 {
+            tx.send(Ok(Frame::data(chunk.clone()))).await.unwrap();
+            body.frame().await.unwrap().unwrap();
+            poll_waiting(&mut body);
+        }
+        assert!(taps.try_recv().is_err(), "{HOLD_BYTES} bytes are held");
+        tx.send(Ok(Frame::data(Bytes::from_static(b"y"))))
+            .await
+            .unwrap();
+        body.frame().await.unwrap().unwrap();
+        poll_waiting(&mut body);
+        let batch = taps.try_recv().expect("handed over past the bytes held");
+        assert_eq!(batch.len(), 5);
+        for event in &batch {
+            let TapEvent::Data(data, _) = event else {
+                panic!("only frames here: {event:?}");
+            };
+            // A slice held across a wait would pin the buffer the upstream's frame lies in.
+            let upstream = chunk.as_ptr_range();
+            assert!(!upstream.contains(&data.as_ptr()), "held frames are copies");
+        }
+        drop(tx);
+        while body.frame().await.is_some() {}
+        assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
+    }
+
+    #[tokio::test]
+    async fn no_more_than_so_many_events_are_held() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
+        let (tap, mut taps) = Tap::channel(1024);
+        let mut body = TapBody::new(upstream, tap, io_kind);
+        for i in 1..=HOLD_EVENTS {
+            tx.send(Ok(Frame::data(Bytes::from_static(b"z"))))
+                .await
+                .unwrap();
+            body.frame().await.unwrap().unwrap();
+            poll_waiting(&mut body);
+            assert_eq!(
+                taps.try_recv().is_ok(),
+                i == HOLD_EVENTS,
+                "after {i} frames"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_hands_over_the_request_and_frames_too_large_to_hold() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
+        let (mut tap, mut taps) = Tap::channel(1024);
+        tap.send(TapEvent::Request {
+            body: RequestBody::Complete(Bytes::from_static(b"{}")),
+            usage_injected: false,
+        });
         let mut body = TapBody::new(upstream, tap, io_kind);
         tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
             .await
             .unwrap();
         body.frame().await.unwrap().unwrap();
-        assert!(taps.try_recv().is_err(), "a ready frame stays pending");
-        let waiting = futures_core::Stream::poll_next(
-            std::pin::Pin::new(&mut BodyStream(&mut body)),
-            &mut std::task::Context::from_waker(std::task::Waker::noop()),
-        );
-        assert!(waiting.is_pending());
-        let batch = taps.try_recv().expect("handed over while the body waits");
-        assert_eq!(data(&batch), b"a");
+        poll_waiting(&mut body);
+        let batch = taps.try_recv().expect("the request is not held");
+        assert_eq!(batch.len(), 2);
+        let large = Bytes::from(vec![b'x'; HOLD_BYTES + 1]);
+        tx.send(Ok(Frame::data(large.clone()))).await.unwrap();
+        body.frame().await.unwrap().unwrap();
+        poll_waiting(&mut body);
+        let batch = taps
+            .try_recv()
+            .expect("a large frame is not copied to be held");
+        assert!(matches!(&batch[..], [TapEvent::Data(d, _)] if d.as_ptr() == large.as_ptr()));
         drop(tx);
         while body.frame().await.is_some() {}
         assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
