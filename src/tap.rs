@@ -211,10 +211,8 @@ impl Tap {
     /// out of it instead, and held with the others until [`HOLD_EVENTS`] or [`HOLD_BYTES`]. The
     /// request's body is never held (it may be large): the first wait hands it over.
     pub fn wait(&mut self) {
-        if self.lost || self.pending.is_empty() {
-            return;
-        }
-        if self.pending.len() < HOLD_EVENTS && self.hold() {
+        // Nothing pending (the usual second wait of a wake-up) holds trivially.
+        if self.lost || self.pending.len() < HOLD_EVENTS && self.hold() {
             return;
         }
         self.flush();
@@ -557,8 +555,20 @@ mod tests {
         assert_eq!(endings(&rest), vec![(Ending::Complete, false)]);
     }
 
-    /// Polls `body` once with a waker that wakes nothing: it must wait.
-    fn poll_waiting<B: Body + Unpin>(body: &mut B) {
+    type Feed = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
+    type Fed = TapBody<StreamBody<ReceiverStream<Result<Frame<Bytes>, std::io::Error>>>>;
+
+    /// A tapped body whose upstream sends what the test feeds it.
+    fn fed(tap: Tap) -> (Feed, Fed) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let upstream = StreamBody::new(ReceiverStream(rx));
+        (tx, TapBody::new(upstream, tap, io_kind))
+    }
+
+    /// Forwards one frame, then polls the body once more, as hyper does: it must wait.
+    async fn forward(tx: &Feed, body: &mut Fed, frame: Bytes) {
+        tx.send(Ok(Frame::data(frame))).await.unwrap();
+        body.frame().await.unwrap().unwrap();
         let waiting = futures_core::Stream::poll_next(
             std::pin::Pin::new(&mut BodyStream(body)),
             &mut std::task::Context::from_waker(std::task::Waker::noop()),
@@ -566,24 +576,23 @@ mod tests {
         assert!(waiting.is_pending());
     }
 
+    /// Ends the upstream's body; the tap then ends once, complete.
+    async fn finish(tx: Feed, mut body: Fed, taps: &mut mpsc::Receiver<Batch>) {
+        drop(tx);
+        while body.frame().await.is_some() {}
+        assert_eq!(endings(&drain(taps)), vec![(Ending::Complete, false)]);
+    }
+
     #[tokio::test]
     async fn small_frames_are_copied_and_held_across_waits_until_enough_are() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
         let (tap, mut taps) = Tap::channel(1024);
-        let mut body = TapBody::new(upstream, tap, io_kind);
+        let (tx, mut body) = fed(tap);
         let chunk = Bytes::from(vec![b'x'; HOLD_BYTES / 4]);
         for _ in 0..4 {
-            tx.send(Ok(Frame::data(chunk.clone()))).await.unwrap();
-            body.frame().await.unwrap().unwrap();
-            poll_waiting(&mut body);
+            forward(&tx, &mut body, chunk.clone()).await;
         }
         assert!(taps.try_recv().is_err(), "{HOLD_BYTES} bytes are held");
-        tx.send(Ok(Frame::data(Bytes::from_static(b"y"))))
-            .await
-            .unwrap();
-        body.frame().await.unwrap().unwrap();
-        poll_waiting(&mut body);
+        forward(&tx, &mut body, Bytes::from_static(b"y")).await;
         let batch = taps.try_recv().expect("handed over past the bytes held");
         assert_eq!(batch.len(), 5);
         for event in &batch {
@@ -594,23 +603,15 @@ mod tests {
             let upstream = chunk.as_ptr_range();
             assert!(!upstream.contains(&data.as_ptr()), "held frames are copies");
         }
-        drop(tx);
-        while body.frame().await.is_some() {}
-        assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
+        finish(tx, body, &mut taps).await;
     }
 
     #[tokio::test]
     async fn no_more_than_so_many_events_are_held() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
         let (tap, mut taps) = Tap::channel(1024);
-        let mut body = TapBody::new(upstream, tap, io_kind);
+        let (tx, mut body) = fed(tap);
         for i in 1..=HOLD_EVENTS {
-            tx.send(Ok(Frame::data(Bytes::from_static(b"z"))))
-                .await
-                .unwrap();
-            body.frame().await.unwrap().unwrap();
-            poll_waiting(&mut body);
+            forward(&tx, &mut body, Bytes::from_static(b"z")).await;
             assert_eq!(
                 taps.try_recv().is_ok(),
                 i == HOLD_EVENTS,
@@ -621,32 +622,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_hands_over_the_request_and_frames_too_large_to_hold() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let upstream = http_body_util::StreamBody::new(ReceiverStream(rx));
         let (mut tap, mut taps) = Tap::channel(1024);
         tap.send(TapEvent::Request {
             body: RequestBody::Complete(Bytes::from_static(b"{}")),
             usage_injected: false,
         });
-        let mut body = TapBody::new(upstream, tap, io_kind);
-        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
-            .await
-            .unwrap();
-        body.frame().await.unwrap().unwrap();
-        poll_waiting(&mut body);
+        let (tx, mut body) = fed(tap);
+        forward(&tx, &mut body, Bytes::from_static(b"a")).await;
         let batch = taps.try_recv().expect("the request is not held");
         assert_eq!(batch.len(), 2);
         let large = Bytes::from(vec![b'x'; HOLD_BYTES + 1]);
-        tx.send(Ok(Frame::data(large.clone()))).await.unwrap();
-        body.frame().await.unwrap().unwrap();
-        poll_waiting(&mut body);
+        forward(&tx, &mut body, large.clone()).await;
         let batch = taps
             .try_recv()
             .expect("a large frame is not copied to be held");
         assert!(matches!(&batch[..], [TapEvent::Data(d, _)] if d.as_ptr() == large.as_ptr()));
-        drop(tx);
-        while body.frame().await.is_some() {}
-        assert_eq!(endings(&drain(&mut taps)), vec![(Ending::Complete, false)]);
+        finish(tx, body, &mut taps).await;
     }
 
     /// Polls a body once, as hyper does.
