@@ -131,6 +131,8 @@ impl SseDecoder {
                 // The same cap as for a line assembled from pieces, so splitting cannot matter.
                 if content.len() > self.max_event {
                     self.oversized = true;
+                } else if let Some(after) = self.dispatch_in_place(content, input, on_event) {
+                    input = after;
                 } else {
                     self.process_line(content, on_event);
                 }
@@ -142,6 +144,37 @@ impl SseDecoder {
                 self.line.clear();
             }
         }
+    }
+
+    /// The shape nearly every event has, one `data` line and the blank line that ends it, both
+    /// in this push with nothing gathered before: dispatched from the input itself, not copied
+    /// into `data` (which would grow, from empty, for each exchange's first events). Returns
+    /// the input past the blank line, or `None` to take the general path, which gives the same
+    /// event.
+    fn dispatch_in_place<'i>(
+        &mut self,
+        line: &[u8],
+        after: &'i [u8],
+        on_event: &mut impl FnMut(SseEvent<'_>),
+    ) -> Option<&'i [u8]> {
+        if self.oversized || !self.data.is_empty() {
+            return None;
+        }
+        let value = line.strip_prefix(b"data:")?;
+        // Within the cap: the whole line was checked against it, and it is longer.
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        // A CR that ends the push may have its LF at the start of the next: read there as a
+        // blank line of its own, which dispatches nothing once this event is out.
+        let ([b'\n', rest @ ..] | [b'\r', b'\n', rest @ ..] | [b'\r', rest @ ..]) = after else {
+            return None;
+        };
+        self.stats.events += 1;
+        on_event(SseEvent {
+            event: &self.event,
+            data: value,
+        });
+        self.event.clear();
+        Some(rest)
     }
 
     fn append_partial(&mut self, bytes: &[u8]) {
@@ -334,7 +367,66 @@ mod tests {
         s
     }
 
+    #[test]
+    fn a_one_line_event_is_dispatched_from_the_input_not_gathered() {
+        let mut d = SseDecoder::new(1024);
+        let mut seen = Vec::new();
+        d.push(
+            b"data: {\"a\":1}\n\nevent: done\r\ndata: [DONE]\r\n\r\n",
+            &mut |e: SseEvent<'_>| seen.push((e.event.to_vec(), e.data.to_vec())),
+        );
+        assert_eq!(
+            seen,
+            vec![
+                (b"".to_vec(), b"{\"a\":1}".to_vec()),
+                (b"done".to_vec(), b"[DONE]".to_vec())
+            ]
+        );
+        assert_eq!(
+            d.data.capacity(),
+            0,
+            "no event went through the gathering buffer"
+        );
+    }
+
+    /// SSE-shaped streams: the lines an upstream sends, each with any of the three line ends.
+    fn sse_lines() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            "[a-z{}\":, ]{0,12}".prop_map(|v| format!("data: {v}")),
+            "[a-z]{0,6}".prop_map(|v| format!("data:{v}")),
+            Just("data".to_owned()),
+            "[a-z.]{0,8}".prop_map(|v| format!("event: {v}")),
+            Just(": ping".to_owned()),
+            Just("id: 3".to_owned()),
+            Just(String::new()),
+            Just(String::new()),
+        ];
+        let end = prop_oneof![Just("\n"), Just("\r"), Just("\r\n")];
+        proptest::collection::vec((line, end), 0..24).prop_map(|lines| {
+            lines
+                .into_iter()
+                .flat_map(|(l, e)| format!("{l}{e}").into_bytes())
+                .collect()
+        })
+    }
+
     proptest! {
+        /// Whole, the usual events take the in-place path; a byte at a time, none can (the
+        /// blank line is never in the same push), so the two paths are compared here.
+        #[test]
+        fn events_dispatched_in_place_are_those_gathered_a_byte_at_a_time(
+            bytes in sse_lines(),
+            max in prop_oneof![Just(8usize), Just(1024)],
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let whole = decode_all(&[&bytes], max);
+            let bytes_one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
+            prop_assert_eq!(&decode_all(&bytes_one_by_one, max), &whole);
+            // Cut anywhere, a blank line's CR can end one push and its LF start the next.
+            let (a, b) = bytes.split_at(cut.index(bytes.len() + 1));
+            prop_assert_eq!(&decode_all(&[a, b], max), &whole);
+        }
+
         #[test]
         fn events_do_not_depend_on_how_the_bytes_are_split(cuts in proptest::collection::vec(0usize..200, 0..12)) {
             let bytes = fixture();
