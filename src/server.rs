@@ -8,14 +8,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -56,9 +58,8 @@ pub async fn serve(
 ) {
     let builders = Arc::new(Builders::new(&settings));
     let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
-    // Set when the drain starts, for connections still waiting for their first bytes (they
-    // hold a watcher but have no hyper connection to ask to finish yet).
+    // Set when the drain starts: connections still waiting for their first bytes close, the
+    // others are asked to finish what they are serving (`Drained`).
     let (draining, drain_started) = watch::channel(false);
     // Every connection's task, so the ones still open at the drain deadline can be closed.
     let mut connections = JoinSet::new();
@@ -72,18 +73,17 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     // Subscribed now, so a shutdown that starts during a TLS handshake still
                     // reaches this connection.
-                    let watcher = graceful.watcher();
+                    let mut drain = drain_started.clone();
                     let (builders, proxy) = (builders.clone(), proxy.clone());
                     let Some(acceptor) = acceptor.clone() else {
-                        let mut drain_started = drain_started.clone();
                         connections.spawn(async move {
                             let protocol = tokio::select! {
                                 protocol = cleartext_protocol(&stream) => protocol,
                                 // Nothing was read yet: closing loses no request.
-                                _ = drain_started.wait_for(|started| *started) => return,
+                                _ = drain.wait_for(|started| *started) => return,
                             };
                             let io = TokioIo::new(stream);
-                            connection(&builders, protocol, io, proxy, watcher).await;
+                            connection(&builders, protocol, io, proxy, drain).await;
                             drop(slot);
                         });
                         continue;
@@ -99,7 +99,7 @@ pub async fn serve(
                                     _ => None,
                                 };
                                 let io = TokioIo::new(stream);
-                                connection(&builders, protocol, io, proxy, watcher).await;
+                                connection(&builders, protocol, io, proxy, drain).await;
                             }
                             Ok(Err(e)) => {
                                 Stats::incr(&proxy.stats().tls_handshake_failures);
@@ -125,7 +125,8 @@ pub async fn serve(
     drop(listener);
     draining.send_replace(true);
     tracing::info!(deadline = ?settings.drain_timeout, "draining in-flight requests");
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -242,7 +243,7 @@ async fn connection<I>(
     protocol: Option<Protocol>,
     io: I,
     proxy: Arc<Proxy>,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -258,18 +259,81 @@ async fn connection<I>(
         async move { Ok::<_, Infallible>(handling.await) }
     });
     let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
-        Some(Protocol::Http1) => watcher
-            .watch(builders.http1.serve_connection(io, service))
-            .await
-            .map_err(Into::into),
+        Some(Protocol::Http1) => {
+            let conn = builders.http1.serve_connection(io, service);
+            drained(conn, drain, |c| c.graceful_shutdown())
+                .await
+                .map_err(Into::into)
+        }
         // Boxed, so HTTP/1 connections' tasks are not sized for these.
         Some(Protocol::Http2) | None => {
             let conn = builders.detect.serve_connection(io, service);
-            Box::pin(watcher.watch(conn)).await
+            Box::pin(drained(conn, drain, |c| c.graceful_shutdown())).await
         }
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+pin_project! {
+    /// A connection that is asked to finish (`finish`: hyper's `graceful_shutdown`) once the
+    /// drain starts. hyper-util's `GracefulConnectionFuture` does the same but polls its
+    /// `watch::Receiver::changed` future on every poll of the connection, a lock and a waker
+    /// update each time, and a stream's connection is polled twice per chunk. The drain's
+    /// future is polled here only to register a waker it does not hold yet, or once the
+    /// drain has started (an atomic load tells).
+    struct Drained<C, F, S> {
+        #[pin]
+        conn: C,
+        #[pin]
+        started: F,
+        probe: watch::Receiver<bool>,
+        finish: Option<S>,
+        registered: Option<Waker>,
+    }
+}
+
+/// `conn`, asked to finish by `finish` once `drain` says the drain has started.
+fn drained<C, S: FnOnce(Pin<&mut C>)>(
+    conn: C,
+    mut drain: watch::Receiver<bool>,
+    finish: S,
+) -> Drained<C, impl Future<Output = ()>, S> {
+    Drained {
+        conn,
+        probe: drain.clone(),
+        // Ends when the drain starts, or when the server is gone (the sender dropped).
+        started: async move {
+            let _ = drain.wait_for(|started| *started).await;
+        },
+        finish: Some(finish),
+        registered: None,
+    }
+}
+
+impl<C: Future, F: Future<Output = ()>, S: FnOnce(Pin<&mut C>)> Future for Drained<C, F, S> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if this.finish.is_some() {
+            let new_waker = !this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            // A closed channel (the server gone) counts as a change: the future then ends.
+            if new_waker || this.probe.has_changed().unwrap_or(true) {
+                if this.started.poll(cx).is_ready() {
+                    if let Some(finish) = this.finish.take() {
+                        finish(this.conn.as_mut());
+                    }
+                } else if new_waker {
+                    *this.registered = Some(cx.waker().clone());
+                }
+            }
+        }
+        this.conn.poll(cx)
     }
 }
 
@@ -294,6 +358,82 @@ mod tests {
         // Too early to tell: left to the builder, which reads on until it can.
         assert_eq!(sniff(b""), None);
         assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None);
+    }
+
+    /// A connection future that stays pending (waking itself `self_wakes` times first, as a
+    /// busy connection is polled again and again) until it is asked to finish.
+    struct FakeConnection {
+        self_wakes: usize,
+        finished: bool,
+    }
+
+    impl Future for FakeConnection {
+        type Output = &'static str;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+            if self.finished {
+                return Poll::Ready("finished");
+            }
+            if self.self_wakes > 0 {
+                self.self_wakes -= 1;
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        }
+    }
+
+    /// Serves a fake connection as `connection` does; the count says how often it was asked
+    /// to finish.
+    fn serve_fake(
+        drain: watch::Receiver<bool>,
+    ) -> (
+        tokio::task::JoinHandle<&'static str>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        let conn = FakeConnection {
+            self_wakes: 50,
+            finished: false,
+        };
+        let task = tokio::spawn(drained(conn, drain, move |c: Pin<&mut FakeConnection>| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            c.get_mut().finished = true;
+        }));
+        (task, asked)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_asked_to_finish_once_when_the_drain_starts() {
+        let (draining, drain) = watch::channel(false);
+        let (task, asked) = serve_fake(drain);
+        // Polled through all its own wake-ups, never asked to finish.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        draining.send_replace(true);
+        let ended = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the drain woke the connection")
+            .unwrap();
+        assert_eq!(ended, "finished");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_asked_to_finish_when_the_server_is_gone() {
+        let (draining, drain) = watch::channel(false);
+        let (task, asked) = serve_fake(drain);
+        tokio::task::yield_now().await;
+        drop(draining);
+        let ended = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the closed channel woke the connection")
+            .unwrap();
+        assert_eq!(ended, "finished");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     proptest! {
