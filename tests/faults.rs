@@ -905,3 +905,62 @@ async fn route_prefixes_cannot_be_climbed_out_of() {
     assert!(other.seen().is_empty() && routed.seen().is_empty());
     proxy.stop().await;
 }
+
+/// An upstream answer framed two ways at once, `Transfer-Encoding: chunked` and a
+/// `Content-Length` that disagrees with it (RFC 9112 §6.3: the chunked framing wins, and the
+/// length must not be passed on). Forwarded with the length, the client's answer would be
+/// framed by a number the body does not match: cut short or left hanging.
+#[tokio::test]
+async fn an_answer_framed_by_both_chunks_and_a_length_reaches_the_client_whole() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = fixture("chat_response.json");
+    let chunked = {
+        let mut out = Vec::new();
+        for piece in body.chunks(100) {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    };
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let answer = chunked.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Kept alive: a client framed by the length would wait on it for the rest.
+                loop {
+                    // Each request's body is REQUEST: read until it has all come.
+                    let mut seen = Vec::new();
+                    while !seen.ends_with(REQUEST.as_bytes()) {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                content-length: 7\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let _ = tcp.write_all(head.as_bytes()).await;
+                    let _ = tcp.write_all(&answer).await;
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(&format!("http://{addr}")).await;
+    let answer = tokio::time::timeout(LIMIT, post_json(&proxy.url(CHAT), REQUEST))
+        .await
+        .expect("the answer ended");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, body, "the whole body, as the chunks framed it");
+    assert_ne!(
+        answer.headers.get(http::header::CONTENT_LENGTH),
+        Some(&http::HeaderValue::from_static("7")),
+        "the length the chunks overrode is not passed on"
+    );
+    let span = proxy.one_span().await;
+    assert_eq!(attr_i64(&span, GEN_AI_USAGE_OUTPUT_TOKENS), Some(10));
+    still_serves(&proxy).await;
+    proxy.stop().await;
+}
