@@ -5,11 +5,11 @@
 //!   cargo bench --bench instructions          # needs valgrind; says so and skips without it
 //!   GENAI_TAP_BIN=path/to/other/genai-tap cargo bench --bench instructions   # A/B
 //!
-//! Runs the real binary under callgrind four times, each to a clean exit on SIGTERM: with no
-//! traffic (start-up and shutdown), with N chat completions, with N streamed ones and with N
-//! streamed Responses API calls, sent one after another on one connection to the crate's mock
-//! upstream, every span exported over
-//! OTLP/HTTP to a live receiver before the exit. (run − idle) / N is the figure. User-space
+//! Runs the real binary under callgrind five times, each to a clean exit on SIGTERM: with no
+//! traffic (start-up and shutdown), with N chat completions, N more of a long conversation, N
+//! streamed ones and N streamed Responses API calls, sent one after another on one connection
+//! to the crate's mock upstream, every span exported over OTLP/HTTP to a live receiver before
+//! the exit. (run − idle) / N is the figure. User-space
 //! instructions only: the kernel's share (the socket calls) is not in it. Settings:
 //! INSTRUCTIONS_REQUESTS (default 1000); INSTRUCTIONS_KEEP=dir keeps each run's callgrind file
 //! there, for `callgrind_annotate --inclusive=yes`. It asserts nothing.
@@ -150,8 +150,17 @@ fn main() {
     let run = |call, n| count(&valgrind, &runtime, &upstream, &receiver, &spans, call, n);
     let idle = run((CHAT_PATH, CHAT), 0);
     println!("start-up and shutdown: {idle} instructions");
+    // A long conversation (40 turns, 34 KB), as agents send it: what the request's size costs.
+    let long: &'static str = String::leak(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/chat_request_long.json"
+        ))
+        .expect("fixture"),
+    );
     for (name, path, body) in [
         ("chat completion", CHAT_PATH, CHAT),
+        ("chat completion, a 34 KB conversation", CHAT_PATH, long),
         ("streamed chat completion", CHAT_PATH, STREAM),
         (
             "streamed response (Responses API)",

@@ -209,6 +209,17 @@ fn extraction(c: &mut Criterion) {
     group.bench_function("chat_request", |b| {
         b.iter(|| black_box(chat::parse_request(black_box(&request))))
     });
+    // A long conversation, as agents send it: the history's texts (multi-line, so full of
+    // `\n` escapes) are most of the bytes, and without capture they are only walked past.
+    let long = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/chat_request_long.json"
+    ))
+    .expect("fixture");
+    group.throughput(Throughput::Bytes(long.len() as u64));
+    group.bench_function("chat_request_long", |b| {
+        b.iter(|| black_box(chat::parse_request(black_box(&long))))
+    });
     group.throughput(Throughput::Bytes(response.len() as u64));
     group.bench_function("chat_response", |b| {
         b.iter(|| black_box(chat::parse_response(black_box(&response), false)))

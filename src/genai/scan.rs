@@ -354,20 +354,17 @@ pub trait Scan<'de>: Sized {
 /// Where the string whose contents start at `from` closes (its closing quote), and whether the
 /// contents hold an escape, when serde_json's `ignore_str` accepts them: only JSON's escapes
 /// (`\u` with four hex digits) and no control character. UTF-8 is not checked.
+///
+/// Keys and most values end within a few words, read here without a call; the rest of a
+/// longer string, or one with an escape, is [`string_end_from`]'s.
 #[inline]
 pub fn string_end(doc: &[u8], from: usize) -> Option<(usize, bool)> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut i = from;
-    // Eight bytes a step to the first quote, backslash or control character: a byte's high bit
-    // in `special` is set where it (or, above the first such byte, maybe another) is one.
-    while let Some(word) = doc.get(i..).and_then(|s| s.first_chunk::<8>()) {
-        let w = u64::from_le_bytes(*word);
-        let special = ((w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES)
-            | (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES)
-            | w.wrapping_sub(ONES * 0x20))
-            & !w
-            & HIGH;
+    for _ in 0..SHORT_WORDS {
+        let Some(word) = doc.get(i..).and_then(|s| s.first_chunk::<8>()) else {
+            break;
+        };
+        let special = special_bytes(*word);
         if special != 0 {
             i += (special.trailing_zeros() / 8) as usize;
             if doc.get(i) == Some(&b'"') {
@@ -377,17 +374,62 @@ pub fn string_end(doc: &[u8], from: usize) -> Option<(usize, bool)> {
         }
         i += 8;
     }
-    string_end_slowly(doc, i)
+    string_end_from(doc, i)
 }
 
-/// [`string_end`] from `i` on, a byte at a time: escapes, control characters, the last bytes.
-#[cold]
-fn string_end_slowly(doc: &[u8], mut i: usize) -> Option<(usize, bool)> {
+/// How many words [`string_end`] reads itself.
+const SHORT_WORDS: usize = 4;
+
+/// A byte's high bit set where it (or, above the first such byte, maybe another) is a quote, a
+/// backslash or a control character.
+#[inline]
+fn special_bytes(word: [u8; 8]) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let w = u64::from_le_bytes(word);
+    ((w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES)
+        | (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES)
+        | w.wrapping_sub(ONES * 0x20))
+        & !w
+        & HIGH
+}
+
+/// [`string_end`] from `i` on: eight bytes a step to the next quote, backslash or control
+/// character, escapes stepped over in place, so text dense with them (multi-line prompts, JSON
+/// inside a string) is not read a byte at a time. A run of [`RUN_WORDS`] words with none of
+/// them (long text, base64 data) is handed to `memchr2`, a vector at a time, for the rest of
+/// the run.
+fn string_end_from(doc: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
+    let mut clean = 0;
     loop {
-        i += match *doc.get(i)? {
+        if let Some(word) = doc.get(i..).and_then(|s| s.first_chunk::<8>()) {
+            let special = special_bytes(*word);
+            if special != 0 {
+                i += (special.trailing_zeros() / 8) as usize;
+                clean = 0;
+            } else {
+                i += 8;
+                clean += 1;
+                if clean < RUN_WORDS {
+                    continue;
+                }
+                let rest = doc.get(i..)?;
+                let stop = memchr::memchr2(b'"', b'\\', rest)?;
+                if has_control(&rest[..stop]) {
+                    return None;
+                }
+                i += stop;
+                clean = 0;
+            }
+        } else {
+            // The last few bytes of the document.
+            while !matches!(doc.get(i)?, b'"' | b'\\' | 0x00..=0x1f) {
+                i += 1;
+            }
+        }
+        i += match doc[i] {
             b'"' => return Some((i, escaped)),
-            0x00..=0x1f => return None,
             b'\\' => {
                 escaped = true;
                 match doc.get(i + 1)? {
@@ -401,9 +443,19 @@ fn string_end_slowly(doc: &[u8], mut i: usize) -> Option<(usize, bool)> {
                     _ => return None,
                 }
             }
-            _ => 1,
+            _ => return None,
         };
     }
+}
+
+/// How many words with no quote, backslash or control character [`string_end`] reads before
+/// it hands the rest of the run to `memchr2` (whose call costs what a few words do).
+const RUN_WORDS: u32 = 8;
+
+/// Whether `bytes` hold a control character (below 0x20), which a JSON string may not. No early
+/// exit (one is rare: the string is malformed), so the compiler makes vector code of it.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| found | (b < 0x20))
 }
 
 /// Where the number starting at `from` ends, when serde_json reads one there: JSON's grammar,
@@ -562,8 +614,45 @@ mod tests {
         .prop_map(|t| t.concat())
     }
 
+    /// String contents of any length: runs of plain text (past the words `string_end` reads
+    /// itself), escapes good and bad, now and then a quote or a control character.
+    fn string_contents() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            8 => "[a-z é€]{0,40}".prop_map(String::into_bytes),
+            3 => prop_oneof![
+                Just(&b"\\n"[..]), Just(&b"\\\""[..]), Just(&b"\\\\"[..]),
+                Just(&b"\\u00e9"[..]), Just(&b"\\u00g9"[..]), Just(&b"\\q"[..]),
+                Just(&b"\\"[..]),
+            ].prop_map(<[u8]>::to_vec),
+            1 => prop_oneof![Just(b'"'), Just(0x01u8), Just(0x1f), Just(b'\t')]
+                .prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        /// `string_end` closes a string where serde_json would, whatever its length, and says
+        /// whether it held an escape.
+        #[test]
+        fn strings_end_where_serde_ends_them(body in string_contents()) {
+            let mut doc = b"\"".to_vec();
+            doc.extend_from_slice(&body);
+            doc.push(b'"');
+            let serde = std::str::from_utf8(&doc)
+                .is_ok_and(|text| serde_json::from_str::<&RawValue>(text).is_ok());
+            let end = string_end(&doc, 1);
+            prop_assert_eq!(
+                end.map(|(at, _)| at) == Some(doc.len() - 1),
+                serde,
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
+            if serde {
+                prop_assert_eq!(end.map(|(_, escaped)| escaped), Some(body.contains(&b'\\')));
+            }
+        }
 
         /// Whatever the skipper accepts, serde_json accepts, and it ends where serde's does.
         #[test]
